@@ -1,0 +1,328 @@
+"""``/v1/completions`` and ``/v1/chat/completions`` of the fake engine, with PD and faults."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from . import shapes
+from .faults import FaultSpec
+from .kv import nixl_params
+from .parse import DECODE, LMCACHE_PREFILL, PREFILL, Parsed, RequestError, classify, parse_request
+from .state import EngineState
+from .textgen import detokenize, fold_prompt, generate
+
+log = logging.getLogger("fake_engine")
+_BROKEN_JSON = b'{"id": "cmpl-broken", "object": "text_completion", "choices": [{"text": "'
+
+
+class AbortedByFault(Exception):
+    """An injected fault dropped the connection on purpose (not a client cancellation)."""
+
+
+def error_response(status: int, message: str, param: str | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        body=shapes.error_body(status, message, param),
+        content_type=shapes.JSON_TYPE,
+    )
+
+
+async def hang_forever() -> None:
+    """Never answer; the handler is cancelled when the client goes away."""
+    await asyncio.Event().wait()
+
+
+class InferenceHandler:
+    """Serves one inference request end to end; the hot path avoids per-token JSON work."""
+
+    def __init__(self, state: EngineState) -> None:
+        self.st = state
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, chat=False)
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, chat=True)
+
+    async def _serve(self, request: web.Request, chat: bool) -> web.StreamResponse:
+        st = self.st
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return error_response(400, "Invalid JSON body")
+        kind = classify(body) if isinstance(body, dict) else "plain"
+        st.log.record(request.path, kind, request.headers, body)
+        try:
+            faults = st.board.for_request(kind, request.headers.get("X-Fault"))
+        except ValueError as exc:
+            return error_response(400, f"bad X-Fault header: {exc}")
+        try:
+            if faults:
+                early = await self._early_faults(request, faults, body)
+                if early is not None:
+                    return early
+            resp = await self._generate(request, chat, body, faults)
+        except RequestError as exc:
+            resp = error_response(exc.status, exc.message, exc.param)
+        except AbortedByFault:
+            st.log.by_status["aborted"] += 1
+            raise asyncio.CancelledError from None  # aiohttp drops the connection quietly
+        except asyncio.CancelledError:
+            st.log.cancelled += 1  # the client went away (handler cancellation is on)
+            raise
+        st.log.by_status[str(resp.status)] += 1
+        return resp
+
+    async def _early_faults(
+        self, request: web.Request, faults: dict[str, FaultSpec], body: Any
+    ) -> web.StreamResponse | None:
+        if "refuse" in faults:
+            if request.transport is not None:
+                request.transport.abort()  # the client sees a dropped connection
+            raise AbortedByFault
+        if "hang" in faults:
+            await hang_forever()
+        if "slow" in faults:
+            await asyncio.sleep(faults["slow"].delay_ms / 1000)
+        if "http_error" in faults:
+            spec = faults["http_error"]
+            return error_response(spec.status, spec.message or f"injected error {spec.status}")
+        if "invalid_json" in faults:
+            stream = isinstance(body, dict) and body.get("stream") is True
+            if not stream:
+                return web.Response(status=200, body=_BROKEN_JSON, content_type="application/json")
+            resp = web.StreamResponse(status=200, headers=shapes.SSE_HEADERS)
+            await resp.prepare(request)
+            await resp.write(b"data: " + _BROKEN_JSON + b"\n\n" + shapes.DONE)
+            await resp.write_eof()
+            return resp
+        return None
+
+    async def _generate(
+        self, request: web.Request, chat: bool, body: Any, faults: dict[str, FaultSpec]
+    ) -> web.StreamResponse:
+        st = self.st
+        k = st.knobs
+        p = parse_request(body, chat, k)
+        xrid = request.headers.get("X-Request-Id")
+        base = xrid or os.urandom(16).hex()
+        rid = ("chatcmpl-" if chat else "cmpl-") + base
+        headers = {"X-Request-Id": xrid} if xrid else {}
+        await st.acquire_slot()
+        n_prompt = len(p.tokens)
+        c = st.counters
+        try:
+            state, blocks = fold_prompt(p.tokens, k.block_size)
+            cached = st.prefix.match(blocks, n_prompt, k.block_size)
+            c.prefix_queries += n_prompt
+            c.prefix_hits += cached
+            ttft_s = k.ttft_ms / 1000
+            if p.kind == DECODE:
+                c.external_queries += n_prompt
+                if await self._load_remote_kv(p, faults):
+                    st.log.kv_loads_ok += 1
+                    c.external_hits += n_prompt
+                    cached = n_prompt
+                    ttft_s = k.kv_transfer_ms / 1000
+                else:
+                    st.log.kv_loads_failed += 1
+                    if k.kv_load_failure_policy == "fail":
+                        return error_response(
+                            500, f"KV transfer failed for request {rid}: remote KV not loaded"
+                        )
+            st.prefix.insert(blocks)
+            n_out, finish = self._output_length(p)
+            out = generate(state, n_out)
+            use = shapes.usage(n_prompt, n_out, cached)
+            created = int(time.time())
+            c.running_tokens += n_prompt + n_out
+            try:
+                if p.stream:
+                    resp = await self._stream(
+                        request, p, rid, created, out, finish, use, faults, ttft_s, headers
+                    )
+                else:
+                    kv_out = self._kv_out(p, rid, out, faults)
+                    total = ttft_s + k.itl_ms / 1000 * max(0, n_out - 1)
+                    if total > 0:
+                        await asyncio.sleep(total)
+                    build = shapes.chat_body if chat else shapes.completion_body
+                    resp = web.Response(
+                        body=build(rid, created, p.model, detokenize(out), finish, use, kv_out),
+                        content_type=shapes.JSON_TYPE,
+                        headers=headers,
+                    )
+            finally:
+                c.running_tokens -= n_prompt + n_out
+            c.prompt_tokens += n_prompt
+            c.generation_tokens += n_out
+            c.success[finish] += 1
+            return resp
+        finally:
+            st.release_slot()
+
+    def _output_length(self, p: Parsed) -> tuple[int, str]:
+        k = self.st.knobs
+        n, finish = p.max_tokens, "length"
+        stop_at: int | None = None
+        if k.eos_after and not p.ignore_eos:
+            stop_at = max(k.eos_after, p.min_tokens)
+        if k.max_output_tokens:
+            stop_at = min(stop_at or k.max_output_tokens, k.max_output_tokens)
+        if stop_at is not None and stop_at < n:
+            n, finish = stop_at, "stop"
+        return n, finish
+
+    def _kv_out(
+        self, p: Parsed, rid: str, out: list[int], faults: dict[str, FaultSpec]
+    ) -> dict[str, Any] | None:
+        """Prefill responses carry kv_transfer_params (NIXL) or first_tok (LMCache)."""
+        st, k = self.st, self.st.knobs
+        if p.kind == PREFILL and "no_kv_params" not in faults:
+            remote_rid = f"{rid}-{os.urandom(4).hex()}"
+            block_ids = st.nixl.hold(remote_rid, p.tokens, k.kv_lease_seconds, k.block_size)
+            return nixl_params(
+                block_ids=block_ids,
+                engine_id=k.engine_id,
+                remote_request_id=remote_rid,
+                host=k.side_channel_host,
+                port=st.port,
+                tp_size=k.tp_size,
+                num_tokens=len(p.tokens),
+                lease_s=k.kv_lease_seconds,
+            )
+        if p.kind == LMCACHE_PREFILL and "no_kv_params" not in faults:
+            self._notify_lmcache(p, faults)
+            return {"first_tok": out[0]} if out else {}
+        return None
+
+    def _notify_lmcache(self, p: Parsed, faults: dict[str, FaultSpec]) -> None:
+        st, k = self.st, self.st.knobs
+        spec = (p.kv_params or {}).get("disagg_spec")
+        if not isinstance(spec, dict) or "req_id" not in spec or "lmcache_no_notify" in faults:
+            return
+        if not k.lmcache_proxy_port:
+            log.warning("LMCache prefill without --lmcache-proxy-port: no notification sent")
+            return
+        ranks = k.tp_size
+        if "lmcache_partial_notify" in faults:
+            partial = faults["lmcache_partial_notify"].ranks
+            ranks = max(0, k.tp_size - 1) if partial is None else min(partial, k.tp_size)
+        url = f"tcp://{k.lmcache_proxy_host}:{k.lmcache_proxy_port}"
+        st.notifier.schedule(url, str(spec["req_id"]), ranks, k.lmcache_notify_delay_ms / 1000)
+
+    async def _load_remote_kv(self, p: Parsed, faults: dict[str, FaultSpec]) -> bool:
+        """Decode side: pull the prompt's KV from the prefill engine named in the params."""
+        if "kv_expired" in faults:
+            return False
+        params = p.kv_params or {}
+        host, port = params.get("remote_host"), params.get("remote_port")
+        remote_rid = params.get("remote_request_id")
+        if not host or not port or not remote_rid:
+            return False
+        url = f"http://{host}:{port}/admin/kv/{remote_rid}"
+        query = {"engine_id": str(params.get("remote_engine_id"))}
+        timeout = aiohttp.ClientTimeout(total=self.st.knobs.kv_pull_timeout_s)
+        try:
+            async with self.st.session().get(url, params=query, timeout=timeout) as r:
+                if r.status != 200:
+                    return False
+                data = await r.json(loads=orjson.loads)
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return False
+        # A mismatch means the router sent the decode a different prompt than the prefill.
+        return isinstance(data, dict) and data.get("tokens") == p.tokens
+
+    async def _stream(
+        self,
+        request: web.Request,
+        p: Parsed,
+        rid: str,
+        created: int,
+        out: list[int],
+        finish: str,
+        use: dict[str, Any],
+        faults: dict[str, FaultSpec],
+        ttft_s: float,
+        headers: dict[str, str],
+    ) -> web.StreamResponse:
+        k = self.st.knobs
+        sc = shapes.StreamChunks(p.chat, rid, created, p.model)
+        resp = web.StreamResponse(status=200, headers={**shapes.SSE_HEADERS, **headers})
+        await resp.prepare(request)  # vLLM sends headers at once, data after the prefill
+        if "hang_before_first_byte" in faults:
+            await hang_forever()
+        if ttft_s > 0:
+            await asyncio.sleep(ttft_s)
+        itl = k.itl_ms / 1000
+        last = len(out) - 1
+        if not faults:
+            if itl <= 0 and k.coalesce_chunks:
+                parts = [sc.role()] if p.chat else []
+                parts += [sc.token(t, finish if i == last else None) for i, t in enumerate(out)]
+                if p.include_usage:
+                    parts.append(sc.usage(use))
+                parts.append(shapes.DONE)
+                await resp.write(b"".join(parts))
+            else:
+                if p.chat:
+                    await resp.write(sc.role())
+                for i, t in enumerate(out):
+                    if i and itl > 0:
+                        await asyncio.sleep(itl)
+                    await resp.write(sc.token(t, finish if i == last else None))
+                if p.include_usage:
+                    await resp.write(sc.usage(use))
+                await resp.write(shapes.DONE)
+            await resp.write_eof()
+            return resp
+        return await self._faulty_stream(request, resp, sc, p, out, finish, use, faults, itl)
+
+    async def _faulty_stream(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        sc: shapes.StreamChunks,
+        p: Parsed,
+        out: list[int],
+        finish: str,
+        use: dict[str, Any],
+        faults: dict[str, FaultSpec],
+        itl: float,
+    ) -> web.StreamResponse:
+        chunks = [sc.role()] if p.chat else []
+        last = len(out) - 1
+        chunks += [sc.token(t, finish if i == last else None) for i, t in enumerate(out)]
+        if p.include_usage:
+            chunks.append(sc.usage(use))
+        mode = next(
+            (m for m in ("die_mid_stream", "stall_mid_stream", "truncated_stream") if m in faults),
+            None,
+        )
+        limit = len(chunks)
+        after = faults[mode].after_chunks if mode is not None else None
+        if after is not None:
+            limit = min(limit, after)
+        for i, chunk in enumerate(chunks[:limit]):
+            if i and itl > 0:
+                await asyncio.sleep(itl)
+            await resp.write(chunk)
+        if mode == "die_mid_stream":
+            if request.transport is not None:
+                request.transport.abort()
+            raise AbortedByFault
+        if mode == "stall_mid_stream":
+            await hang_forever()
+        if mode != "truncated_stream":
+            await resp.write(shapes.DONE)
+        await resp.write_eof()
+        return resp
