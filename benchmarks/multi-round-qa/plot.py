@@ -62,9 +62,14 @@ def plot_runs(runs: list[dict[str, Any]], labels: list[str], output: Path, log_y
         ax.set_ylabel(title)
         if log_y:
             ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)  # from zero, so small differences don't look dramatic
     axes[2].set_title("Requests/s: completed and goodput (within SLO)")
     axes[2].set_ylabel("requests/s")
+    all_qps = sorted({lv["qps"] for run in runs for lv in run["levels"]})
+    axes[2].set_ylim(bottom=0)
     for ax in axes:
+        ax.set_xticks(all_qps)
         ax.set_xlabel("target QPS")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
