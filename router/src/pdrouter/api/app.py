@@ -1,0 +1,167 @@
+"""The FastAPI application: lifespan wiring, control routes, and the OpenAI hot routes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.routing import Route
+
+from pdrouter import __version__
+from pdrouter.api.openai_endpoint import Handler, OpenAIEndpoint
+from pdrouter.api.state import AppState, build_state, on_endpoints
+from pdrouter.config import RouterSettings, RoutingLogic
+from pdrouter.discovery.base import Discovery
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(data), status, headers, media_type="application/json")
+
+
+def _build_pd(state: AppState) -> tuple[Handler, list[Any]]:
+    from pdrouter.pd.orchestrator import PdOrchestrator
+    from pdrouter.pd.transports import build_transport
+
+    transport = build_transport(state.settings, state.client)
+    orchestrator = PdOrchestrator(
+        state.settings, state.pool, state.client, state.metrics, transport
+    )
+    return orchestrator.handle, [transport]
+
+
+def create_app(settings: RouterSettings, discovery: Discovery | None = None) -> FastAPI:
+    """Build the app. `discovery` lets tests inject their own engine source."""
+    state = build_state(settings, discovery)
+    pd = settings.routing_logic is RoutingLogic.DISAGG_PREFILL
+    handler: Handler = state.aggregated.handle
+    lifecycle: list[Any] = []
+    if pd:
+        handler, lifecycle = _build_pd(state)
+    needs_prompt = pd or settings.routing_logic is RoutingLogic.PREFIX_AWARE
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await state.client.start()
+        for part in lifecycle:
+            await part.start()
+        await state.discovery.start(on_endpoints(state))  # type: ignore[arg-type]
+        await state.scraper.start()
+        try:
+            yield
+        finally:
+            await state.scraper.stop()
+            await state.discovery.stop()
+            for part in reversed(lifecycle):
+                await part.stop()
+            await state.client.close()
+
+    app = FastAPI(
+        title="pdstack router",
+        version=__version__,
+        description="OpenAI-compatible router for prefill/decode disaggregated vLLM.",
+        lifespan=lifespan,
+    )
+    app.state.pdstack = state
+
+    def endpoint(api: str) -> OpenAIEndpoint:
+        return OpenAIEndpoint(
+            api,
+            handler,
+            state.metrics,
+            state.auth,
+            settings.max_body_bytes,
+            settings.session_key,
+            needs_prompt,
+            settings.log_requests,
+            settings.log_bodies,
+        )
+
+    app.router.routes.append(Route("/v1/completions", endpoint("completions"), methods=["POST"]))
+    app.router.routes.append(Route("/v1/chat/completions", endpoint("chat"), methods=["POST"]))
+
+    @app.get("/health", summary="Liveness: the router process is serving.")
+    async def health() -> Response:
+        return _json({"status": "ok"})
+
+    @app.get("/ready", summary="Readiness: every served model has a healthy path.")
+    async def ready() -> Response:
+        models = state.pool.models()
+        report = {}
+        all_ok = bool(models)
+        for model in models:
+            ok, why = state.model_ready(model)
+            report[model] = {"ready": ok, "detail": why}
+            all_ok &= ok
+        body = {"ready": all_ok, "models": report}
+        if not models:
+            body["detail"] = "no engines discovered"
+        return _json(body, 200 if all_ok else 503, None if all_ok else {"retry-after": "1"})
+
+    @app.get("/v1/models", summary="Models with at least one ready engine.")
+    async def models() -> Response:
+        created = int(time.time())
+        data = [
+            {"id": m, "object": "model", "created": created, "owned_by": "pdstack"}
+            for m in state.pool.models()
+            if state.model_ready(m)[0]
+        ]
+        return _json({"object": "list", "data": data})
+
+    @app.get("/metrics", summary="The router's own Prometheus metrics.")
+    async def metrics() -> Response:
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/engines", summary="What the router knows about each engine.")
+    async def engines() -> Response:
+        now = time.monotonic()
+        rows = []
+        for s in state.pool.all():
+            snap = s.requests.snapshot(now, s.in_flight)
+            rows.append(
+                {
+                    "id": s.id,
+                    "url": s.endpoint.url,
+                    "model": s.endpoint.model,
+                    "role": s.endpoint.role.value,
+                    "healthy": s.healthy,
+                    "breaker": s.breaker.state.name.lower(),
+                    "in_flight": s.in_flight,
+                    "waiting": s.metrics.waiting,
+                    "running": s.metrics.running,
+                    "kv_cache_usage": s.metrics.kv_cache_usage,
+                    "qps": snap.qps,
+                    "ttft": snap.ttft,
+                    "itl": snap.itl,
+                    "latency": snap.latency,
+                    "last_error": s.last_scrape_error,
+                }
+            )
+        return _json(
+            {
+                "engines": rows,
+                "routing_logic": settings.routing_logic.value,
+                "kv_transport": settings.kv_transport.value if pd else None,
+            }
+        )
+
+    @app.exception_handler(404)
+    async def not_found(request: Any, exc: Any) -> JSONResponse:
+        return JSONResponse(
+            {
+                "error": {
+                    "message": f"no route {request.url.path}",
+                    "type": "invalid_request_error",
+                    "code": "not_found",
+                    "param": None,
+                }
+            },
+            404,
+        )
+
+    return app

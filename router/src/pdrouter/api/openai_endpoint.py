@@ -1,0 +1,268 @@
+"""The hot path: POST /v1/completions and /v1/chat/completions as a plain ASGI endpoint.
+
+It bypasses FastAPI's request parsing on purpose: the body is read once, parsed once with orjson,
+and forwarded as the client's own bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pdrouter.api.auth import ApiKeyCheck
+from pdrouter.api.validation import (
+    parse_body,
+    payload_too_large,
+    prompt_text,
+    validate_payload,
+)
+from pdrouter.proxy.context import ClientRequest
+from pdrouter.proxy.errors import RouterError
+from pdrouter.proxy.outcome import BodyOutcome, Outcome
+from pdrouter.proxy.responses import (
+    DisconnectWatcher,
+    Receive,
+    Scope,
+    Send,
+    send_body,
+    send_error,
+    send_stream,
+)
+from pdrouter.scheduling.request import RequestFeatures
+from pdrouter.stats.router_metrics import RouterMetrics
+
+log = logging.getLogger("pdrouter.access")
+
+Handler = Callable[[ClientRequest], Awaitable[Outcome]]
+_FORWARDED = (b"authorization", b"traceparent", b"tracestate")
+_JSON_TYPES = (b"application/json", b"application/x-ndjson")
+
+
+def _request_id(value: bytes | None) -> str:
+    if value and len(value) <= 128 and value.isascii() and value.decode().isprintable():
+        return value.decode()
+    return uuid.uuid4().hex
+
+
+class OpenAIEndpoint:
+    """ASGI app for one OpenAI generation API (completions or chat)."""
+
+    def __init__(
+        self,
+        api: str,
+        handler: Handler,
+        metrics: RouterMetrics,
+        auth: ApiKeyCheck,
+        max_body_bytes: int,
+        session_key: str,
+        needs_prompt: bool,
+        log_requests: bool,
+        log_bodies: bool,
+    ) -> None:
+        self.api = api
+        self.path = "/v1/chat/completions" if api == "chat" else "/v1/completions"
+        self.handler = handler
+        self.metrics = metrics
+        self.auth = auth
+        self.max_body_bytes = max_body_bytes
+        self.session_header = session_key.lower().encode()
+        self.session_field = session_key
+        self.needs_prompt = needs_prompt
+        self.log_requests = log_requests
+        self.log_bodies = log_bodies
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        arrived = time.monotonic()
+        headers: dict[bytes, bytes] = {}
+        for key, value in scope["headers"]:
+            headers[key] = value
+        request_id = _request_id(headers.get(b"x-request-id"))
+        reply_headers = {"x-request-id": request_id}
+        model = "unknown"
+        try:
+            forward = self._forward_headers(headers)
+            body = await self._read_body(headers, receive)
+            payload = parse_body(body)
+            model, stream = validate_payload(self.api, payload)
+        except RouterError as err:
+            self._count_error(model, err)
+            await send_error(send, err, reply_headers)
+            return
+        if self.log_bodies:
+            log.debug("request %s body: %s", request_id, body[:4096].decode("utf-8", "replace"))
+
+        opts = payload.get("stream_options")
+        req = ClientRequest(
+            api=self.api,
+            path=self.path,
+            body=body,
+            payload=payload,
+            model=model,
+            stream=stream,
+            request_id=request_id,
+            forward_headers=forward,
+            features=RequestFeatures(
+                model=model,
+                session=self._session(headers, payload),
+                prompt=prompt_text(self.api, payload) if self.needs_prompt else "",
+            ),
+            arrived=arrived,
+            include_usage=bool(isinstance(opts, dict) and opts.get("include_usage")),
+        )
+        await self._run(req, send, receive, reply_headers)
+
+    async def _run(
+        self, req: ClientRequest, send: Send, receive: Receive, reply_headers: dict[str, str]
+    ) -> None:
+        watcher = DisconnectWatcher(receive)
+        task = asyncio.current_task()
+        try:
+            outcome = await self.handler(req)
+        except RouterError as err:
+            watcher.close()
+            self._count_error(req.model, err)
+            self._finish(req, "error", err)
+            await send_error(send, err, reply_headers)
+            return
+        except asyncio.CancelledError:
+            if watcher.disconnected and task is not None:
+                task.uncancel()
+                self._finish(req, "cancelled", None)
+                return
+            raise
+        except Exception:
+            watcher.close()
+            log.exception("request %s: unexpected router error", req.request_id)
+            internal = RouterError(500, "internal router error", code="internal_error")
+            self._count_error(req.model, internal)
+            self._finish(req, "error", internal)
+            await send_error(send, internal, reply_headers)
+            return
+
+        if isinstance(outcome, BodyOutcome):
+            watcher.close()
+            headers = {**outcome.headers, **reply_headers}
+            ctype = (b"content-type", (outcome.content_type or "application/json").encode())
+            ok = outcome.status < 400
+            self._finish(req, "ok" if ok else "client_error", None)
+            if ok:
+                self.metrics.e2e.labels(req.model).observe(time.monotonic() - req.arrived)
+            await send_body(send, outcome.status, outcome.body, headers, ctype)
+            return
+
+        def on_end(result: str, error: RouterError | None) -> None:
+            watcher.close()
+            if error is not None:
+                self._count_error(req.model, error)
+            elif result == "ok":
+                self.metrics.e2e.labels(req.model).observe(time.monotonic() - req.arrived)
+            self._finish(req, result, error)
+
+        try:
+            await send_stream(
+                send,
+                outcome.chunks,
+                {**outcome.headers, **reply_headers},
+                on_end,
+                before_end=watcher.close,
+            )
+        except asyncio.CancelledError:
+            if outcome.on_abort is not None:
+                outcome.on_abort()
+            await _aclose(outcome.chunks)
+            if watcher.disconnected and task is not None:
+                task.uncancel()
+                return
+            raise
+        except OSError:  # the client's socket broke while we wrote to it
+            await _aclose(outcome.chunks)
+
+    def _forward_headers(self, headers: dict[bytes, bytes]) -> dict[str, str]:
+        forward = {k.decode(): headers[k].decode("latin-1") for k in _FORWARDED if k in headers}
+        engine_auth = self.auth.check(headers.get(b"authorization"))
+        if engine_auth is not None:
+            forward["authorization"] = engine_auth
+        elif self.auth.enabled:
+            forward.pop("authorization", None)
+        return forward
+
+    async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
+        ctype = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
+        if ctype and ctype not in _JSON_TYPES and not ctype.endswith(b"+json"):
+            raise RouterError(
+                415,
+                f"unsupported content type {ctype.decode('latin-1')!r}; send application/json",
+                type="invalid_request_error",
+                code="unsupported_media_type",
+            )
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            try:
+                if int(declared) > self.max_body_bytes:
+                    raise payload_too_large(self.max_body_bytes)
+            except ValueError:
+                raise RouterError(
+                    400,
+                    "invalid content-length",
+                    type="invalid_request_error",
+                    code="invalid_request",
+                ) from None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise asyncio.CancelledError()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise payload_too_large(self.max_body_bytes)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _session(self, headers: dict[bytes, bytes], payload: dict[str, Any]) -> str | None:
+        value = headers.get(self.session_header)
+        if value:
+            return value.decode("latin-1")
+        field = payload.get(self.session_field)
+        return field if isinstance(field, str) and field else None
+
+    def _count_error(self, model: str, err: RouterError) -> None:
+        self.metrics.errors.labels(err.code, err.phase or "router").inc()
+
+    def _finish(self, req: ClientRequest, outcome: str, err: RouterError | None) -> None:
+        self.metrics.requests.labels(req.model, self.api, outcome).inc()
+        if outcome == "error" and err is not None:
+            log.warning(
+                "request %s model=%s failed: %s %s (%s)",
+                req.request_id,
+                req.model,
+                err.status,
+                err.code,
+                err.message,
+            )
+        elif self.log_requests:
+            log.info(
+                "request %s model=%s api=%s stream=%s outcome=%s latency_ms=%.1f",
+                req.request_id,
+                req.model,
+                self.api,
+                req.stream,
+                outcome,
+                (time.monotonic() - req.arrived) * 1000,
+            )
+
+
+async def _aclose(chunks: Any) -> None:
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception:
+            log.debug("closing an aborted stream failed", exc_info=True)

@@ -1,0 +1,163 @@
+"""Application state: built once in the lifespan, handed to whoever needs it (no globals)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+from pdrouter.api.auth import ApiKeyCheck
+from pdrouter.config import DiscoveryKind, PdFallback, RouterSettings, RoutingLogic
+from pdrouter.discovery.base import Discovery
+from pdrouter.discovery.endpoint import Endpoint
+from pdrouter.discovery.static import StaticDiscovery, parse_static_endpoints
+from pdrouter.proxy.aggregated import AggregatedProxy
+from pdrouter.proxy.client import UpstreamClient
+from pdrouter.scheduling.logic import (
+    LeastLoaded,
+    PrefixAffinity,
+    RoundRobin,
+    SessionAffinity,
+)
+from pdrouter.scheduling.logic import (
+    RoutingLogic as Logic,
+)
+from pdrouter.stats.engine_state import EnginePool, EngineState
+from pdrouter.stats.router_metrics import RouterMetrics
+from pdrouter.stats.scraper import EngineScraper
+
+log = logging.getLogger(__name__)
+
+
+def _keys_from_env(name: str) -> list[str]:
+    if not name:
+        return []
+    raw = os.environ.get(name)
+    if raw is None:
+        raise ValueError(f"--api-key-env names {name}, which is not set")
+    return [k.strip() for k in raw.split(",") if k.strip()]
+
+
+def build_logic(settings: RouterSettings) -> Logic:
+    match settings.routing_logic:
+        case RoutingLogic.LEAST_LOADED:
+            return LeastLoaded()
+        case RoutingLogic.SESSION:
+            return SessionAffinity()
+        case RoutingLogic.PREFIX_AWARE:
+            return PrefixAffinity(settings.prefix_chunk_chars, settings.prefix_max_entries)
+        case _:
+            return RoundRobin()
+
+
+@dataclass
+class AppState:
+    """Everything a request needs, wired together."""
+
+    settings: RouterSettings
+    pool: EnginePool
+    metrics: RouterMetrics
+    client: UpstreamClient
+    discovery: Discovery
+    scraper: EngineScraper
+    auth: ApiKeyCheck
+    aggregated: AggregatedProxy
+    extras: list[object] = field(default_factory=list)
+
+    @property
+    def pd_mode(self) -> bool:
+        return self.settings.routing_logic is RoutingLogic.DISAGG_PREFILL
+
+    def model_ready(self, model: str) -> tuple[bool, str]:
+        """Aggregated: some decode-capable engine is routable. PD: a prefill path and a decode
+        path are routable, or a configured fallback covers a missing prefill path."""
+        engines = [s for s in self.pool.for_model(model) if s.routable]
+        decode = any(s.endpoint.role.can_decode for s in engines)
+        if not self.pd_mode:
+            return (bool(engines), "ok" if engines else "no healthy engine")
+        prefill = any(s.endpoint.role.can_prefill for s in engines)
+        if not decode:
+            return False, "no healthy decode engine"
+        if prefill:
+            return True, "ok"
+        if self.settings.pd_fallback is PdFallback.AGGREGATED:
+            return True, "no healthy prefill engine; aggregated fallback"
+        return False, "no healthy prefill engine"
+
+
+def build_discovery(settings: RouterSettings) -> Discovery:
+    if settings.service_discovery is DiscoveryKind.STATIC:
+        return StaticDiscovery(
+            parse_static_endpoints(
+                settings.static_backends,
+                settings.static_models,
+                settings.static_roles,
+                settings.static_lmcache_init_ports,
+                settings.static_lmcache_alloc_ports,
+            )
+        )
+    from pdrouter.discovery.k8s import K8sPodDiscovery
+
+    return K8sPodDiscovery(
+        namespace=settings.k8s_namespace,
+        label_selector=settings.k8s_label_selector,
+        default_port=settings.k8s_port,
+        relist_interval_s=settings.k8s_relist_interval,
+    )
+
+
+def build_state(settings: RouterSettings, discovery: Discovery | None = None) -> AppState:
+    pool = EnginePool(
+        settings.breaker_failure_threshold,
+        settings.breaker_cooldown,
+        settings.request_stats_window,
+    )
+    metrics = RouterMetrics(pool, settings.request_stats_window)
+    client = UpstreamClient(
+        settings.connect_timeout, settings.first_byte_timeout, settings.idle_timeout
+    )
+    engine_key = (
+        os.environ.get(settings.engine_api_key_env, "") if settings.engine_api_key_env else ""
+    )
+    auth = ApiKeyCheck(_keys_from_env(settings.api_key_env), engine_key)
+    scrape_headers = {"authorization": f"Bearer {engine_key}"} if engine_key else None
+
+    def on_probe(state: EngineState, ok: bool) -> None:
+        metrics.scrapes.labels(state.endpoint.display_name, "ok" if ok else "error").inc()
+
+    scraper = EngineScraper(
+        pool,
+        settings.engine_scrape_interval,
+        settings.engine_scrape_timeout,
+        settings.health_failure_threshold,
+        scrape_headers,
+        on_probe,
+    )
+    return AppState(
+        settings=settings,
+        pool=pool,
+        metrics=metrics,
+        client=client,
+        discovery=discovery or build_discovery(settings),
+        scraper=scraper,
+        auth=auth,
+        aggregated=AggregatedProxy(pool, build_logic(settings), client, metrics),
+    )
+
+
+def on_endpoints(state: AppState) -> object:
+    def apply(endpoints: tuple[Endpoint, ...]) -> None:
+        added, removed = state.pool.update(endpoints)
+        for s in added:
+            log.info(
+                "engine added: %s model=%s role=%s",
+                s.endpoint.display_name,
+                s.endpoint.model,
+                s.endpoint.role.value,
+            )
+        for s in removed:
+            log.info("engine removed: %s", s.endpoint.display_name)
+        if added:
+            state.scraper.poke()
+
+    return apply

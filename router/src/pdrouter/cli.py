@@ -1,0 +1,110 @@
+"""`pdstack-router`: parse settings, set up logging, serve with uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import orjson
+import uvicorn
+
+from pdrouter.config import (
+    LogFormat,
+    RouterSettings,
+    SettingsError,
+    load_settings,
+    settings_as_env,
+)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log collectors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
+
+
+def setup_logging(settings: RouterSettings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_format is LogFormat.JSON:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+    # uvicorn's per-request access log would double our own request logging and cost CPU.
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+def app_factory() -> object:
+    """Entry point for uvicorn worker processes: settings come back from the environment."""
+    from pdrouter.api.app import create_app
+
+    settings = load_settings([], os.environ)
+    setup_logging(settings)
+    return create_app(settings)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = load_settings(argv)
+    except SettingsError as exc:
+        print(f"pdstack-router: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"pdstack-router: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings)
+    log = logging.getLogger("pdrouter")
+    log.info(
+        "starting: %s discovery, routing %s, %d worker(s), listening on %s:%d",
+        settings.service_discovery.value,
+        settings.routing_logic.value,
+        settings.workers,
+        settings.host,
+        settings.port,
+    )
+    common = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "timeout_graceful_shutdown": 10,
+        "backlog": 4096,
+    }
+    if settings.workers > 1:
+        os.environ.update(settings_as_env(settings))
+        uvicorn.run(
+            "pdrouter.cli:app_factory",
+            factory=True,
+            workers=settings.workers,
+            **common,  # type: ignore[arg-type]
+        )
+        return 0
+    from pdrouter.api.app import create_app
+
+    try:
+        app = create_app(settings)
+    except ValueError as exc:
+        print(f"pdstack-router: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(app, **common)  # type: ignore[arg-type]
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

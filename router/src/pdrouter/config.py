@@ -1,0 +1,386 @@
+"""Router settings: one validated model, read from CLI flags, environment and a YAML file.
+
+Precedence (highest first): command-line flag, environment variable `PDSTACK_ROUTER_<NAME>`,
+`--config` YAML file, default. Every field becomes a flag `--<name-with-dashes>`, so `--help`
+documents all of them from the field descriptions below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pdrouter.discovery.endpoint import Role
+
+ENV_PREFIX = "PDSTACK_ROUTER_"
+
+
+class DiscoveryKind(enum.StrEnum):
+    STATIC = "static"
+    K8S = "k8s"
+
+
+class RoutingLogic(enum.StrEnum):
+    ROUNDROBIN = "roundrobin"
+    LEAST_LOADED = "least_loaded"
+    SESSION = "session"
+    PREFIX_AWARE = "prefix_aware"
+    DISAGG_PREFILL = "disagg_prefill"
+
+
+# Names other routers use for the same logic; accepted so their users' configs keep working.
+ROUTING_ALIASES = {
+    "disaggregated_prefill": "disagg_prefill",
+    "round_robin": "roundrobin",
+    "prefixaware": "prefix_aware",
+    "leastloaded": "least_loaded",
+}
+
+
+class KvTransport(enum.StrEnum):
+    NIXL = "nixl"
+    LMCACHE = "lmcache"
+    FIXED = "fixed"
+
+
+class PdFallback(enum.StrEnum):
+    NONE = "none"
+    AGGREGATED = "aggregated"
+
+
+class MissingKvPolicy(enum.StrEnum):
+    FAIL = "fail"
+    RECOMPUTE = "recompute"
+
+
+class LogFormat(enum.StrEnum):
+    JSON = "json"
+    TEXT = "text"
+
+
+def _csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class RouterSettings(BaseModel):
+    """Everything the router can be told. Validated once at start-up."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # --- serving -------------------------------------------------------------------------
+    host: str = Field("0.0.0.0", description="Address to listen on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port to listen on.")
+    workers: int = Field(1, ge=1, le=256, description="Worker processes sharing the port.")
+    log_format: LogFormat = Field(LogFormat.TEXT, description="Log line format: json or text.")
+    log_level: str = Field("info", description="Log level (debug, info, warning, error).")
+    log_requests: bool = Field(False, description="Log one line per finished request.")
+    log_bodies: bool = Field(
+        False, description="Log request bodies at debug level (prompts!). Off unless asked."
+    )
+
+    # --- discovery -----------------------------------------------------------------------
+    service_discovery: DiscoveryKind = Field(
+        DiscoveryKind.STATIC, description="Where engines come from: static or k8s."
+    )
+    static_backends: list[str] = Field(
+        default_factory=list, description="Comma-separated engine base URLs (static discovery)."
+    )
+    static_models: list[str] = Field(
+        default_factory=list, description="Comma-separated model names, one per backend."
+    )
+    static_roles: list[str] = Field(
+        default_factory=list,
+        description="Comma-separated roles (prefill, decode, both), one per backend; default both.",
+    )
+    static_lmcache_init_ports: list[str] = Field(
+        default_factory=list,
+        description="Per backend, LMCache PD receiver init ports ('7300' or '7300;7301').",
+    )
+    static_lmcache_alloc_ports: list[str] = Field(
+        default_factory=list,
+        description="Per backend, LMCache PD receiver alloc ports ('7400' or '7400;7401').",
+    )
+    k8s_namespace: str = Field("default", description="Namespace to watch (k8s discovery).")
+    k8s_label_selector: str = Field("", description="Label selector for engine pods.")
+    k8s_port: int = Field(8000, ge=1, le=65535, description="Engine port if a pod does not say.")
+    k8s_relist_interval: float = Field(
+        60.0, gt=0, description="Seconds between full re-lists of pods (heals missed events)."
+    )
+
+    # --- engine health and load ----------------------------------------------------------
+    engine_scrape_interval: float = Field(
+        5.0, gt=0, description="Seconds between scrapes of every engine's /metrics and /health."
+    )
+    engine_scrape_timeout: float = Field(2.0, gt=0, description="Timeout of one scrape.")
+    health_failure_threshold: int = Field(
+        3, ge=1, description="Consecutive failed scrapes that take an engine out of rotation."
+    )
+    request_stats_window: float = Field(
+        60.0, gt=0, description="Seconds of request history kept for per-engine statistics."
+    )
+
+    # --- routing -------------------------------------------------------------------------
+    routing_logic: RoutingLogic = Field(
+        RoutingLogic.ROUNDROBIN,
+        description="roundrobin, least_loaded, session, prefix_aware or disagg_prefill.",
+    )
+    session_key: str = Field(
+        "x-user-id", description="Header (or body field) whose value pins a session."
+    )
+    prefix_chunk_chars: int = Field(
+        128, ge=16, description="Prefix-aware routing hashes prompts in chunks of this many chars."
+    )
+    prefix_max_entries: int = Field(
+        100_000, ge=100, description="Bound on remembered prefix chunks (LRU)."
+    )
+
+    # --- auth and limits -----------------------------------------------------------------
+    api_key_env: str = Field(
+        "", description="Env var with comma-separated router API keys; empty means no check."
+    )
+    engine_api_key_env: str = Field(
+        "", description="Env var with the key sent to engines when the router checks its own."
+    )
+    max_body_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, description="Largest request body accepted (else 413)."
+    )
+
+    # --- timeouts and failure handling ---------------------------------------------------
+    connect_timeout: float = Field(5.0, gt=0, description="Engine connect deadline (s).")
+    first_byte_timeout: float = Field(
+        300.0, gt=0, description="Deadline for an engine's response headers / first byte (s)."
+    )
+    idle_timeout: float = Field(
+        120.0, gt=0, description="Deadline between two chunks of an engine's stream (s)."
+    )
+    breaker_failure_threshold: int = Field(
+        5, ge=1, description="Consecutive failures that open an engine's circuit breaker."
+    )
+    breaker_cooldown: float = Field(
+        10.0, gt=0, description="Seconds an open breaker waits before a trial request."
+    )
+
+    # --- prefill/decode disaggregation ---------------------------------------------------
+    kv_transport: KvTransport = Field(
+        KvTransport.NIXL, description="KV-transfer protocol: nixl, lmcache or fixed."
+    )
+    pd_override_remote_host: bool = Field(
+        False, description="Replace remote_host in kv_transfer_params with the prefill's host."
+    )
+    pd_min_prompt_tokens: int = Field(
+        0, ge=0, description="Prompts estimated shorter than this skip prefill (0: never)."
+    )
+    pd_fallback: PdFallback = Field(
+        PdFallback.NONE, description="With no healthy prefill engine: none (503) or aggregated."
+    )
+    pd_on_missing_kv: MissingKvPolicy = Field(
+        MissingKvPolicy.FAIL,
+        description="Prefill answered without kv_transfer_params: fail or recompute on decode.",
+    )
+    pd_session_affinity: bool = Field(
+        False, description="Pin a session (--session-key) to one (prefill, decode) pair."
+    )
+    prefill_timeout: float = Field(120.0, gt=0, description="Deadline for the prefill leg (s).")
+    prefill_max_retries: int = Field(
+        2, ge=0, description="Retries of a failed prefill on another prefill engine."
+    )
+    decode_max_retries: int = Field(
+        1, ge=0, description="Retries of a decode that failed before its first byte."
+    )
+    pd_proxy_host: str = Field("0.0.0.0", description="LMCache: ZMQ PULL listen address.")
+    pd_proxy_port: int = Field(7500, ge=1, le=65535, description="LMCache: ZMQ PULL port.")
+    pd_kv_wait_timeout: float = Field(
+        30.0, gt=0, description="LMCache: deadline for the prefiller's KV-ready notifications."
+    )
+
+    @field_validator(
+        "static_backends",
+        "static_models",
+        "static_roles",
+        "static_lmcache_init_ports",
+        "static_lmcache_alloc_ports",
+        mode="before",
+    )
+    @classmethod
+    def _split_csv(cls, value: Any) -> Any:
+        return _csv(value)
+
+    @field_validator("routing_logic", mode="before")
+    @classmethod
+    def _alias_routing(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return ROUTING_ALIASES.get(value.strip().lower(), value.strip().lower())
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"unknown log level {value!r}")
+        return level
+
+    @field_validator("static_backends")
+    @classmethod
+    def _check_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"backend URL {url!r} must start with http:// or https://")
+        return [url.rstrip("/") for url in value]
+
+    @model_validator(mode="after")
+    def _check_static(self) -> RouterSettings:
+        if self.service_discovery is DiscoveryKind.STATIC:
+            n = len(self.static_backends)
+            if n == 0:
+                raise ValueError("static discovery needs --static-backends")
+            if len(self.static_models) != n:
+                raise ValueError(
+                    f"--static-models has {len(self.static_models)} entries; "
+                    f"--static-backends has {n}: give one model per backend"
+                )
+            for name in ("static_roles", "static_lmcache_init_ports", "static_lmcache_alloc_ports"):
+                values = getattr(self, name)
+                if values and len(values) != n:
+                    flag = "--" + name.replace("_", "-")
+                    raise ValueError(f"{flag} has {len(values)} entries; expected {n}")
+            for role in self.static_roles:
+                Role.parse(role)
+        elif not self.k8s_label_selector:
+            raise ValueError("k8s discovery needs --k8s-label-selector")
+        if self.kv_transport is KvTransport.LMCACHE and self.workers > 1:
+            raise ValueError(
+                "--kv-transport lmcache needs --workers 1: the prefillers' KV-ready "
+                "notifications arrive on one ZMQ socket"
+            )
+        return self
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _is_list(annotation: Any) -> bool:
+    return get_origin(annotation) is list
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """An argparse parser whose flags mirror RouterSettings; defaults stay unset (None)."""
+    parser = argparse.ArgumentParser(
+        prog="pdstack-router",
+        description=(
+            "OpenAI-compatible router for prefill/decode disaggregated vLLM. Every flag can "
+            f"also be set as an environment variable {ENV_PREFIX}<FLAG_NAME> or in a YAML file "
+            "given with --config (keys are flag names with underscores)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument(
+        "--config", help="YAML file with settings (lowest precedence but defaults)."
+    )
+    for name, info in RouterSettings.model_fields.items():
+        annotation = info.annotation
+        kwargs: dict[str, Any] = {"help": info.description or ""}
+        default = info.get_default(call_default_factory=True)
+        if isinstance(default, enum.Enum):
+            default = default.value
+        kwargs["help"] += f" (default: {default!r}; env {ENV_PREFIX}{name.upper()})"
+        if annotation is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+            choices = [m.value for m in annotation]
+            if annotation is RoutingLogic:
+                choices += list(ROUTING_ALIASES)
+            kwargs["choices"] = choices
+        elif _is_list(annotation):
+            kwargs["metavar"] = "A,B,..."
+        parser.add_argument(_flag(name), dest=name, **kwargs)
+    return parser
+
+
+def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, info in RouterSettings.model_fields.items():
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is None:
+            continue
+        if info.annotation is bool:
+            values[name] = raw.strip().lower() in {"1", "true", "yes", "on"}
+        else:
+            values[name] = raw
+    return values
+
+
+def _file_values(path: str) -> dict[str, Any]:
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping of setting names to values")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+class SettingsError(Exception):
+    """The settings are invalid; the message names the offending flag."""
+
+
+def load_settings(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> RouterSettings:
+    """Parse flags, environment and config file into validated settings."""
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    environ = os.environ if environ is None else environ
+    merged: dict[str, Any] = {}
+    config_path = args.pop("config", None) or environ.get(ENV_PREFIX + "CONFIG")
+    if config_path:
+        merged.update(_file_values(config_path))
+    merged.update(_env_values(environ))
+    merged.update(args)
+    try:
+        return RouterSettings(**merged)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            where = _flag(loc) if loc else "settings"
+            lines.append(f"{where}: {err['msg']}")
+        raise SettingsError("invalid router settings:\n  " + "\n  ".join(lines)) from None
+
+
+def settings_as_env(settings: RouterSettings) -> dict[str, str]:
+    """Settings as PDSTACK_ROUTER_* variables, so worker processes rebuild the same model."""
+    env: dict[str, str] = {}
+    for name in RouterSettings.model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, enum.Enum):
+            value = value.value
+        elif isinstance(value, list):
+            value = ",".join(value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        env[ENV_PREFIX + name.upper()] = str(value)
+    return env
+
+
+__all__ = [
+    "DiscoveryKind",
+    "KvTransport",
+    "LogFormat",
+    "MissingKvPolicy",
+    "PdFallback",
+    "RouterSettings",
+    "RoutingLogic",
+    "SettingsError",
+    "build_parser",
+    "load_settings",
+    "settings_as_env",
+]

@@ -1,0 +1,142 @@
+"""Aggregated serving: one engine runs the whole request."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from pdrouter.proxy.client import (
+    EngineBrokenStream,
+    EngineConnectError,
+    EngineTimeout,
+    UpstreamClient,
+)
+from pdrouter.proxy.context import ClientRequest
+from pdrouter.proxy.errors import (
+    RouterError,
+    no_engine,
+    not_found_model,
+    upstream_failed,
+    upstream_timeout,
+    upstream_unreachable,
+)
+from pdrouter.proxy.outcome import BodyOutcome, Outcome, StreamOutcome
+from pdrouter.proxy.tracking import EngineCall
+from pdrouter.proxy.upstream import engine_headers, error_detail, relay_chunks
+from pdrouter.scheduling.logic import RoutingLogic
+from pdrouter.stats.engine_state import EnginePool, EngineState
+from pdrouter.stats.router_metrics import RouterMetrics
+
+log = logging.getLogger(__name__)
+
+# One retry on another engine when nothing reached the client (connect error or 5xx).
+MAX_ATTEMPTS = 2
+
+
+def serving_candidates(pool: EnginePool, model: str) -> list[EngineState]:
+    """Routable engines for a model; in aggregated mode, decode-capable ones first."""
+    engines = pool.for_model(model)
+    if not engines:
+        raise not_found_model(model)
+    routable = [s for s in engines if s.routable]
+    decoders = [s for s in routable if s.endpoint.role.can_decode]
+    return decoders or routable
+
+
+class AggregatedProxy:
+    """Picks an engine with the routing logic and relays its answer."""
+
+    def __init__(
+        self,
+        pool: EnginePool,
+        logic: RoutingLogic,
+        client: UpstreamClient,
+        metrics: RouterMetrics,
+    ) -> None:
+        self.pool = pool
+        self.logic = logic
+        self.client = client
+        self.metrics = metrics
+
+    async def handle(self, req: ClientRequest) -> Outcome:
+        candidates = serving_candidates(self.pool, req.model)
+        tried: set[str] = set()
+        last_error: RouterError | None = None
+        for attempt in range(MAX_ATTEMPTS):
+            pool = [s for s in candidates if s.id not in tried]
+            if not pool:
+                break
+            engine = self.logic.pick(pool, req.features)
+            tried.add(engine.id)
+            if attempt:
+                self.metrics.retries.labels("aggregated").inc()
+            try:
+                return await self.send(engine, req)
+            except Retryable as exc:
+                last_error = exc.error
+                log.warning(
+                    "request %s: engine %s failed before any byte (%s); %s",
+                    req.request_id,
+                    engine.endpoint.display_name,
+                    exc.error.message,
+                    "retrying on another engine" if attempt + 1 < MAX_ATTEMPTS else "giving up",
+                )
+        if last_error is not None:
+            raise last_error
+        raise no_engine(req.model)
+
+    async def send(self, engine: EngineState, req: ClientRequest) -> Outcome:
+        """Run the request on one engine; raises Retryable if nothing reached the client."""
+        call = EngineCall(engine, self.metrics, "aggregated")
+        name = engine.endpoint.display_name
+        try:
+            resp = await self.client.post(
+                engine.endpoint.url + req.path,
+                req.body,
+                engine_headers(req.forward_headers, req.request_id),
+            )
+        except EngineConnectError as exc:
+            call.close("error", engine_fault=True)
+            raise Retryable(upstream_unreachable(name, str(exc))) from None
+        except EngineTimeout as exc:
+            call.close("error", engine_fault=True)
+            raise upstream_timeout(name, exc.what) from None
+        except EngineBrokenStream as exc:
+            call.close("error", engine_fault=True)
+            raise Retryable(upstream_unreachable(name, str(exc))) from None
+        except BaseException:
+            call.close("cancelled")
+            raise
+
+        try:
+            if resp.status >= 500:
+                detail = error_detail(await resp.read(self.client.idle_timeout))
+                call.close("error", engine_fault=True)
+                raise Retryable(upstream_failed(name, resp.status, detail))
+            if resp.status >= 400 or not req.stream:
+                remaining = self.client.first_byte_timeout - (time.monotonic() - call.started)
+                body = await resp.read(max(remaining, 1.0))
+                ok = resp.status < 400
+                call.close("ok" if ok else "client_error")
+                return BodyOutcome(resp.status, body, resp.headers.get("content-type"))
+        except (EngineTimeout, EngineBrokenStream) as exc:
+            call.close("error", engine_fault=True)
+            if isinstance(exc, EngineTimeout):
+                raise upstream_timeout(name, exc.what) from None
+            raise upstream_failed(name, resp.status, str(exc)) from None
+        except BaseException:
+            call.close("cancelled")
+            resp.release()
+            raise
+        return StreamOutcome(
+            relay_chunks(resp, call, self.metrics, req.model, req.arrived),
+            on_abort=resp.release,
+        )
+
+
+class Retryable(Exception):
+    """The engine failed before any byte reached the client; another engine may succeed."""
+
+    def __init__(self, error: RouterError) -> None:
+        super().__init__(error.message)
+        self.error = error

@@ -1,0 +1,27 @@
+"""The validated client request as the proxy sees it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pdrouter.scheduling.request import RequestFeatures
+
+
+@dataclass(slots=True)
+class ClientRequest:
+    """One accepted OpenAI request. `body` is the client's bytes, forwarded unchanged where
+    routing does not need to rewrite it; `payload` is the parsed JSON object."""
+
+    api: str  # "completions" or "chat"
+    path: str  # upstream path, e.g. /v1/chat/completions
+    body: bytes
+    payload: dict[str, Any]
+    model: str
+    stream: bool
+    request_id: str
+    forward_headers: dict[str, str]
+    features: RequestFeatures
+    arrived: float
+    include_usage: bool = False
+    tags: dict[str, str] = field(default_factory=dict)

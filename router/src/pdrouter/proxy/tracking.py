@@ -1,0 +1,74 @@
+"""Accounting for one request on one engine: in-flight, breaker, per-engine stats, metrics."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from pdrouter.stats.engine_state import EngineState
+from pdrouter.stats.router_metrics import RouterMetrics
+
+# The first SSE event that carries generated text (completions `text` or chat `content`).
+_TOKEN_RE = re.compile(rb'"(?:text|content)":"[^"]')
+
+
+class EngineCall:
+    """Opened when a request is dispatched to an engine; closed exactly once."""
+
+    __slots__ = (
+        "_closed",
+        "_last",
+        "engine",
+        "first_token_at",
+        "metrics",
+        "phase",
+        "started",
+    )
+
+    def __init__(self, engine: EngineState, metrics: RouterMetrics, phase: str) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.phase = phase
+        self.started = time.monotonic()
+        self.first_token_at: float | None = None
+        self._last = 0.0
+        self._closed = False
+        engine.in_flight += 1
+        engine.breaker.on_dispatch()
+        engine.requests.on_start(self.started)
+
+    def observe_chunk(self, chunk: bytes, now: float) -> bool:
+        """Feed a streamed chunk; returns True when it carried the first token."""
+        if self.first_token_at is None:
+            if _TOKEN_RE.search(chunk) is None:
+                return False
+            self.first_token_at = self._last = now
+            self.engine.requests.on_first_token(now, now - self.started)
+            return True
+        self.engine.requests.on_token_gap(now, now - self._last)
+        self._last = now
+        return False
+
+    def close(self, outcome: str, engine_fault: bool = False) -> None:
+        """outcome: ok, client_error, error, cancelled. engine_fault charges the breaker."""
+        if self._closed:
+            return
+        self._closed = True
+        now = time.monotonic()
+        engine = self.engine
+        engine.in_flight -= 1
+        if engine_fault:
+            if engine.breaker.record_failure():
+                pass  # the state gauge shows it; the proxy logs the failure that caused it
+        elif outcome in ("ok", "client_error"):
+            engine.breaker.record_success()
+        engine.requests.on_finish(now, now - self.started)
+        name = engine.endpoint.display_name
+        role = engine.endpoint.role.value
+        self.metrics.engine_requests.labels(name, role, self.phase, outcome).inc()
+        if outcome == "ok":
+            self.metrics.engine_latency.labels(name, role).observe(now - self.started)
+            if self.first_token_at is not None:
+                self.metrics.engine_ttft.labels(name, role).observe(
+                    self.first_token_at - self.started
+                )

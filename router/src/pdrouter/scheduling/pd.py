@@ -1,0 +1,114 @@
+"""Prefill/decode decisions: whether to disaggregate, and which prefill and decode engines.
+
+Pure functions over the pool's states: no I/O, unit-tested without sockets.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pdrouter.scheduling.hashing import chunk_hashes
+from pdrouter.scheduling.logic import PrefixAffinity, SessionAffinity
+from pdrouter.scheduling.request import RequestFeatures
+from pdrouter.stats.engine_state import EngineState
+
+
+class PdDecision(enum.StrEnum):
+    DISAGGREGATED = "disaggregated"  # prefill on a prefill engine, decode on a decode engine
+    DIRECT = "direct"  # short prompt: one engine does both (conditional disaggregation)
+    FALLBACK = "fallback"  # no prefill engine available; configured to run aggregated
+    RECOMPUTE = "recompute"  # prefill gave no KV params; decode recomputes the prompt
+
+
+@dataclass(frozen=True, slots=True)
+class PrefillDecodePlan:
+    """The decision for one request: which engines run which phase."""
+
+    decision: PdDecision
+    decode: EngineState
+    prefill: EngineState | None = None
+
+
+class PdUnavailable(Exception):
+    """No plan is possible; `phase` says which pool is empty (prefill or decode)."""
+
+    def __init__(self, phase: str, message: str) -> None:
+        super().__init__(message)
+        self.phase = phase
+
+
+def decode_score(state: EngineState) -> tuple[float, float, float, str]:
+    """Decode engines are busy when many requests run or their KV cache is full."""
+    m = state.metrics
+    return (m.running + state.in_flight, m.kv_cache_usage, m.waiting, state.id)
+
+
+def pick_decode(candidates: Sequence[EngineState]) -> EngineState:
+    return min(candidates, key=decode_score)
+
+
+def pick_prefill(
+    candidates: Sequence[EngineState], request: RequestFeatures, prefix: PrefixAffinity | None
+) -> EngineState:
+    """Least queued prefill engine; among equally loaded ones, the one holding the prefix."""
+    least = min(s.load for s in candidates)
+    tied = [s for s in candidates if s.load == least]
+    if prefix is not None:
+        hashes = chunk_hashes(request.prompt, prefix.chunk_chars)
+        hit = prefix.match(tied, hashes) if hashes else None
+        chosen = hit if hit is not None else min(tied, key=lambda s: (s.metrics.running, s.id))
+        if hashes:
+            prefix.remember(chosen.id, hashes)
+        return chosen
+    return min(tied, key=lambda s: (s.metrics.running, s.id))
+
+
+@dataclass
+class PdScheduler:
+    """Builds a PrefillDecodePlan from the engines of one model."""
+
+    min_prompt_tokens: int = 0
+    fallback_aggregated: bool = False
+    prefix: PrefixAffinity | None = None
+    sessions: SessionAffinity | None = None
+
+    def plan(
+        self,
+        engines: Sequence[EngineState],
+        request: RequestFeatures,
+        exclude: frozenset[str] = frozenset(),
+    ) -> PrefillDecodePlan:
+        prefillers = [
+            s for s in engines if s.endpoint.role.can_prefill and s.routable and s.id not in exclude
+        ]
+        decoders = [
+            s for s in engines if s.endpoint.role.can_decode and s.routable and s.id not in exclude
+        ]
+        if not decoders:
+            raise PdUnavailable("decode", f"no healthy decode engine for model {request.model!r}")
+
+        if self.min_prompt_tokens and request.estimated_tokens < self.min_prompt_tokens:
+            return PrefillDecodePlan(PdDecision.DIRECT, self._decode(decoders, request))
+
+        # A 'both' engine may prefill, but dedicated prefill engines come first.
+        dedicated = [s for s in prefillers if not s.endpoint.role.can_decode]
+        pool = dedicated or prefillers
+        if not pool:
+            if self.fallback_aggregated:
+                return PrefillDecodePlan(PdDecision.FALLBACK, self._decode(decoders, request))
+            raise PdUnavailable("prefill", f"no healthy prefill engine for model {request.model!r}")
+        if self.sessions is not None and request.session:
+            prefill = self.sessions.pick(pool, request)
+        else:
+            prefill = pick_prefill(pool, request, self.prefix)
+        decode_pool = [s for s in decoders if s.id != prefill.id] or decoders
+        return PrefillDecodePlan(
+            PdDecision.DISAGGREGATED, self._decode(decode_pool, request), prefill
+        )
+
+    def _decode(self, decoders: Sequence[EngineState], request: RequestFeatures) -> EngineState:
+        if self.sessions is not None and request.session:
+            return self.sessions.pick(decoders, request)
+        return pick_decode(decoders)

@@ -1,0 +1,89 @@
+"""Per-engine request statistics over a sliding time window, with bounded memory."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+# Hard cap per series so a burst inside one window cannot grow memory without bound.
+_MAX_SAMPLES = 4096
+
+
+class _Window:
+    __slots__ = ("_samples", "_window")
+
+    def __init__(self, window: float) -> None:
+        self._window = window
+        self._samples: deque[tuple[float, float]] = deque(maxlen=_MAX_SAMPLES)
+
+    def add(self, now: float, value: float) -> None:
+        self._samples.append((now, value))
+
+    def prune(self, now: float) -> None:
+        horizon = now - self._window
+        samples = self._samples
+        while samples and samples[0][0] < horizon:
+            samples.popleft()
+
+    def count(self, now: float) -> int:
+        self.prune(now)
+        return len(self._samples)
+
+    def mean(self, now: float) -> float | None:
+        self.prune(now)
+        if not self._samples:
+            return None
+        return sum(v for _, v in self._samples) / len(self._samples)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestStatsSnapshot:
+    """What the window says about one engine right now (None: no samples in the window)."""
+
+    qps: float
+    in_flight: int
+    ttft: float | None
+    itl: float | None
+    latency: float | None
+    finished: int
+
+
+class RequestStats:
+    """Arrivals, TTFT, ITL and latency of the requests the router sent to one engine."""
+
+    __slots__ = ("_arrivals", "_itl", "_latency", "_ttft", "finished_total", "window")
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._arrivals = _Window(window)
+        self._ttft = _Window(window)
+        self._itl = _Window(window)
+        self._latency = _Window(window)
+        self.finished_total = 0
+
+    def on_start(self, now: float) -> None:
+        self._arrivals.add(now, 1.0)
+
+    def on_first_token(self, now: float, ttft: float) -> None:
+        self._ttft.add(now, ttft)
+
+    def on_token_gap(self, now: float, gap: float) -> None:
+        self._itl.add(now, gap)
+
+    def on_finish(self, now: float, latency: float) -> None:
+        self._latency.add(now, latency)
+        self.finished_total += 1
+
+    def snapshot(self, now: float, in_flight: int) -> RequestStatsSnapshot:
+        return RequestStatsSnapshot(
+            qps=self._arrivals.count(now) / self.window,
+            in_flight=in_flight,
+            ttft=self._ttft.mean(now),
+            itl=self._itl.mean(now),
+            latency=self._latency.mean(now),
+            finished=self._latency.count(now),
+        )
+
+    def prune(self, now: float) -> None:
+        for series in (self._arrivals, self._ttft, self._itl, self._latency):
+            series.prune(now)

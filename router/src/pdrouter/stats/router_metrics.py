@@ -1,0 +1,206 @@
+"""The router's own Prometheus metrics (`pdstack_router_*`), on a registry owned by the app."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from pdrouter.stats.engine_state import EnginePool
+
+_LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.5,
+    5.0,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+    160.0,
+)
+_FAST_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)
+
+
+class _PoolCollector(Collector):
+    """Per-engine gauges computed at scrape time, so the request path never touches them."""
+
+    def __init__(self, pool: EnginePool, window: float) -> None:
+        self._pool = pool
+        self._window = window
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        labels = ["engine", "model", "role"]
+        fams = {
+            "healthy": GaugeMetricFamily(
+                "pdstack_router_engine_healthy", "1 if the engine is in rotation", labels=labels
+            ),
+            "breaker": GaugeMetricFamily(
+                "pdstack_router_breaker_state",
+                "Circuit breaker state (0 closed, 1 open, 2 half-open)",
+                labels=labels,
+            ),
+            "in_flight": GaugeMetricFamily(
+                "pdstack_router_engine_in_flight",
+                "Requests the router has in flight",
+                labels=labels,
+            ),
+            "qps": GaugeMetricFamily(
+                "pdstack_router_engine_qps",
+                f"Requests per second sent to the engine over the last {self._window:g}s",
+                labels=labels,
+            ),
+            "waiting": GaugeMetricFamily(
+                "pdstack_router_engine_waiting", "Engine queue (scraped)", labels=labels
+            ),
+            "running": GaugeMetricFamily(
+                "pdstack_router_engine_running",
+                "Engine running requests (scraped)",
+                labels=labels,
+            ),
+            "kv": GaugeMetricFamily(
+                "pdstack_router_engine_kv_cache_usage",
+                "Engine KV-cache usage 0..1 (scraped)",
+                labels=labels,
+            ),
+        }
+        now = time.monotonic()
+        for s in self._pool.all():
+            lv = [s.endpoint.display_name, s.endpoint.model, s.endpoint.role.value]
+            snap = s.requests.snapshot(now, s.in_flight)
+            fams["healthy"].add_metric(lv, 1.0 if s.healthy else 0.0)
+            fams["breaker"].add_metric(lv, float(s.breaker.state))
+            fams["in_flight"].add_metric(lv, float(s.in_flight))
+            fams["qps"].add_metric(lv, snap.qps)
+            fams["waiting"].add_metric(lv, s.metrics.waiting)
+            fams["running"].add_metric(lv, s.metrics.running)
+            fams["kv"].add_metric(lv, s.metrics.kv_cache_usage)
+        yield from fams.values()
+
+
+class RouterMetrics:
+    """Counters and histograms updated by the proxy; one instance per application."""
+
+    def __init__(self, pool: EnginePool, window: float) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "pdstack_router_requests",
+            "Client requests finished, by model, endpoint kind and outcome",
+            ["model", "api", "outcome"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "pdstack_router_errors",
+            "Client-visible errors by reason code and phase",
+            ["code", "phase"],
+            registry=r,
+        )
+        self.engine_requests = Counter(
+            "pdstack_router_engine_requests",
+            "Requests sent to engines, by engine role and outcome",
+            ["engine", "role", "phase", "outcome"],
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "pdstack_router_ttft_seconds",
+            "Time from request arrival to the first generated token, as the client sees it",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.itl = Histogram(
+            "pdstack_router_itl_seconds",
+            "Gap between streamed token chunks",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.e2e = Histogram(
+            "pdstack_router_e2e_seconds",
+            "Request latency from arrival to the last byte",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.engine_ttft = Histogram(
+            "pdstack_router_engine_ttft_seconds",
+            "Per-engine time to first token",
+            ["engine", "role"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.engine_latency = Histogram(
+            "pdstack_router_engine_latency_seconds",
+            "Per-engine request latency",
+            ["engine", "role"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter(
+            "pdstack_router_retries",
+            "Requests retried on another engine, by phase",
+            ["phase"],
+            registry=r,
+        )
+        self.pd_decisions = Counter(
+            "pdstack_router_pd_decisions",
+            "Prefill/decode decisions (disaggregated, direct, fallback, recompute)",
+            ["model", "decision"],
+            registry=r,
+        )
+        self.pd_prefill = Histogram(
+            "pdstack_router_pd_prefill_seconds",
+            "Duration of the prefill leg",
+            ["engine"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.pd_handoff = Histogram(
+            "pdstack_router_pd_handoff_seconds",
+            "Router overhead from the prefill response to the decode request being sent",
+            buckets=_FAST_BUCKETS,
+            registry=r,
+        )
+        self.pd_missing_kv = Counter(
+            "pdstack_router_pd_missing_kv",
+            "Prefill responses without kv_transfer_params, by the action taken",
+            ["action"],
+            registry=r,
+        )
+        self.scrapes = Counter(
+            "pdstack_router_engine_scrapes",
+            "Engine health/metrics probes by outcome",
+            ["engine", "outcome"],
+            registry=r,
+        )
+        r.register(_PoolCollector(pool, window))
