@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.benchmarks.engine_for_bench import FakeEngine, start_engine
+from tests.doubles.engine_proc import FakeEngine, start_fake_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_PD = ROOT / "benchmarks" / "multi-round-qa" / "run_pd.sh"
@@ -57,9 +58,15 @@ def load(results: Path, label: str) -> tuple[dict[str, Any], list[dict[str, str]
     return summary, rows
 
 
+def generation_tokens(engine: FakeEngine) -> int:
+    """Tokens the engine has streamed so far, from its vLLM-style /metrics counter."""
+    pattern = r"^vllm:generation_tokens_total(?:\{[^}]*\})? ([0-9.e+]+)$"
+    return int(sum(float(v) for v in re.findall(pattern, engine.metrics_text(), re.M)))
+
+
 @pytest.fixture(scope="module")
 def engine() -> Iterator[FakeEngine]:
-    with start_engine(ttft_ms=20, itl_ms=2) as fake:
+    with start_fake_engine(models=["tiny"], ttft_ms=20, itl_ms=2) as fake:
         yield fake
 
 
@@ -80,10 +87,10 @@ class UsageRun:
 @pytest.fixture(scope="module")
 def usage_run(engine: FakeEngine, results: Path) -> UsageRun:
     """Two QPS levels of 6 requests each, usage requested, session header on."""
-    before = engine.generation_tokens()
-    done = run_pd(engine.base_url, "usage", results, "--qps", "5,10", "--requests", "6",
+    before = generation_tokens(engine)
+    done = run_pd(engine.url + "/v1", "usage", results, "--qps", "5,10", "--requests", "6",
                   "--session-header", "x-user-id")  # fmt: skip
-    return UsageRun(done, engine.generation_tokens() - before, engine.stats())
+    return UsageRun(done, generation_tokens(engine) - before, engine.stats())
 
 
 def test_every_request_of_both_levels_is_counted(usage_run: UsageRun, results: Path) -> None:
@@ -121,7 +128,7 @@ def test_session_header_and_shared_prefix_reach_the_engine(
 @pytest.fixture(scope="module")
 def chunks_run(engine: FakeEngine, results: Path) -> subprocess.CompletedProcess[str]:
     """The same engine without stream usage: tokens must come from the chunks."""
-    return run_pd(engine.base_url, "chunks", results, "--qps", "5,10", "--requests", "3",
+    return run_pd(engine.url + "/v1", "chunks", results, "--qps", "5,10", "--requests", "3",
                   "--no-usage")  # fmt: skip
 
 
@@ -139,7 +146,7 @@ def test_without_usage_tokens_are_counted_from_chunks(
 def faulty(engine: FakeEngine) -> Iterator[FakeEngine]:
     """The module's engine, with whatever faults a test injects cleared afterwards."""
     yield engine
-    engine.configure({"faults": {}})
+    engine.set_faults()
 
 
 @pytest.mark.parametrize(
@@ -154,8 +161,8 @@ def faulty(engine: FakeEngine) -> Iterator[FakeEngine]:
 def test_a_failing_engine_is_counted_by_reason(
     fault: str, reason: str, faulty: FakeEngine, results: Path
 ) -> None:
-    faulty.configure({"faults": fault})
-    done = run_pd(faulty.base_url, f"fault-{reason}", results, "--qps", "10",
+    faulty.admin_config(faults=fault)
+    done = run_pd(faulty.url + "/v1", f"fault-{reason}", results, "--qps", "10",
                   "--requests", "4", "--request-timeout", "1")  # fmt: skip
     assert done.returncode == 1  # not one request succeeded: the run says so
     summary, rows = load(results, f"fault-{reason}")
@@ -167,8 +174,8 @@ def test_a_failing_engine_is_counted_by_reason(
 
 
 def test_some_failures_leave_the_rest_measured(faulty: FakeEngine, results: Path) -> None:
-    faulty.configure({"faults": "http_error;status=503;count=3"})
-    done = run_pd(faulty.base_url, "flaky", results, "--qps", "10,10", "--requests", "5")
+    faulty.set_faults(http_error={"status": 503, "count": 3})
+    done = run_pd(faulty.url + "/v1", "flaky", results, "--qps", "10,10", "--requests", "5")
     assert done.returncode == 0, done.stderr
     summary, _ = load(results, "flaky")
     first, second = summary["levels"]
