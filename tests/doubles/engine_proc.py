@@ -9,6 +9,7 @@ Control calls are synchronous (stdlib urllib) so they work from sync and async t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -153,10 +154,8 @@ class FakeEngine:
 
     def _signal(self, sig: signal.Signals) -> None:
         assert self.proc is not None
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, sig)  # own session: the group is just this engine
-        except ProcessLookupError:
-            pass
 
     def __enter__(self) -> FakeEngine:
         return self

@@ -44,7 +44,7 @@ class EngineFleet:
 def make_fake_engine_fixture(scope: str = "function") -> Any:
     """Build a factory fixture with another scope, e.g. ``module`` to share engines."""
 
-    @pytest.fixture(scope=scope)  # type: ignore[call-overload,misc]
+    @pytest.fixture(scope=scope)  # type: ignore[call-overload,untyped-decorator]
     def _factory() -> Iterator[FakeEngineFactory]:
         fleet = EngineFleet()
         try:

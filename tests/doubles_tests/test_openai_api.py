@@ -42,7 +42,9 @@ def test_completion_stream_with_usage_and_done(engine: FakeEngine) -> None:
     assert chunks[-2].choices[0].finish_reason == "length"
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens == 4
-    plain = client(engine).completions.create(model="tiny", prompt="Hello there, world", max_tokens=4)
+    plain = client(engine).completions.create(
+        model="tiny", prompt="Hello there, world", max_tokens=4
+    )
     assert "".join(texts) == plain.choices[0].text  # deterministic output
     raw = httpx.post(
         engine.url + "/v1/completions",
@@ -56,7 +58,10 @@ def test_chat_stream_starts_with_role_delta(engine: FakeEngine) -> None:
     msgs = [{"role": "user", "content": "Tell me a story"}]
     chunks = list(
         client(engine).chat.completions.create(
-            model="tiny", messages=msgs, max_tokens=3, stream=True  # type: ignore[arg-type]
+            model="tiny",
+            messages=msgs,
+            max_tokens=3,
+            stream=True,  # type: ignore[arg-type]
         )
     )
     assert chunks[0].object == "chat.completion.chunk"
@@ -69,9 +74,7 @@ def test_chat_stream_starts_with_role_delta(engine: FakeEngine) -> None:
     assert chunks[-1].choices[0].finish_reason == "length"
 
 
-def test_same_prompt_same_output_across_engines(
-    engine: FakeEngine, fake_engine_factory
-) -> None:  # type: ignore[no-untyped-def]
+def test_same_prompt_same_output_across_engines(engine: FakeEngine, fake_engine_factory) -> None:  # type: ignore[no-untyped-def]
     other = fake_engine_factory(models=["tiny"], engine_id="other")
     a = client(engine).completions.create(model="tiny", prompt="one two three", max_tokens=8)
     b = client(other).completions.create(model="tiny", prompt="one two three", max_tokens=8)
@@ -85,7 +88,9 @@ def test_max_tokens_default_cap_and_eos(engine: FakeEngine) -> None:
     engine.admin_config(output_tokens=3, eos_after=2)
     r = c.completions.create(model="tiny", prompt="x", max_tokens=10)
     assert (r.usage.completion_tokens, r.choices[0].finish_reason) == (2, "stop")  # type: ignore[union-attr]
-    r = c.completions.create(model="tiny", prompt="x", max_tokens=10, extra_body={"ignore_eos": True})
+    r = c.completions.create(
+        model="tiny", prompt="x", max_tokens=10, extra_body={"ignore_eos": True}
+    )
     assert (r.usage.completion_tokens, r.choices[0].finish_reason) == (10, "length")  # type: ignore[union-attr]
     r = c.completions.create(model="tiny", prompt="x", extra_body={"ignore_eos": True})
     assert r.usage.completion_tokens == 3  # type: ignore[union-attr]
@@ -172,7 +177,9 @@ def test_running_and_waiting_follow_max_num_seqs(engine: FakeEngine) -> None:
     with httpx.Client(timeout=10) as http:
         body = {"model": "tiny", "prompt": "x", "max_tokens": 1}
         threads = [
-            threading.Thread(target=http.post, args=(engine.url + "/v1/completions",), kwargs={"json": body})
+            threading.Thread(
+                target=http.post, args=(engine.url + "/v1/completions",), kwargs={"json": body}
+            )
             for _ in range(3)
         ]
         for t in threads:
