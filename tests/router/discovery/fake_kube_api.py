@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,7 +66,6 @@ class FakeKubeApiServer:
     open_watches: int = 0
     port: int = 0
     _runner: web.AppRunner | None = None
-    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _closing: bool = False
 
     @property
@@ -77,11 +77,10 @@ class FakeKubeApiServer:
         app.router.add_get("/api/v1/namespaces/{namespace}/pods", self._pods)
         self._runner = web.AppRunner(app, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)  # ephemeral port: parallel-safe
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))  # ephemeral port: parallel runs never collide
+        self.port = sock.getsockname()[1]
+        await web.SockSite(self._runner, sock).start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -92,14 +91,12 @@ class FakeKubeApiServer:
     def of_kind(self, kind: str) -> list[RecordedRequest]:
         return [r for r in self.requests if r.kind == kind]
 
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-        """Wait until `predicate()` holds; re-checked whenever a request starts or ends."""
-        async with asyncio.timeout(timeout), self._changed:
-            await self._changed.wait_for(predicate)
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+    @staticmethod
+    async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Poll until `predicate()` holds (it may look at the server or the client side)."""
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await asyncio.sleep(0.01)
 
     async def _pods(self, request: web.Request) -> web.StreamResponse:
         is_watch = request.query.get("watch", "").lower() == "true"
@@ -109,7 +106,6 @@ class FakeKubeApiServer:
                 kind, request.path, dict(request.query), request.headers.get("Authorization", "")
             )
         )
-        await self._notify()
         script = self.watches if is_watch else self.lists
         if not script:
             return _status_reply(ErrorReply(500, f"no scripted {kind} response left"))
@@ -124,7 +120,6 @@ class FakeKubeApiServer:
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(request)
         self.open_watches += 1
-        await self._notify()
         try:
             for line in script.lines:
                 await response.write(line)
@@ -138,7 +133,6 @@ class FakeKubeApiServer:
             pass
         finally:
             self.open_watches -= 1
-            await self._notify()
         return response
 
 

@@ -4,7 +4,7 @@ The recorded stream (fixtures/): list-1 has a ready prefill pod (A), a ready dec
 and a starting decode pod (C). watch-1 adds D, touches C (still not ready: a no-op), turns A
 not ready, sends a bookmark, deletes B, then closes. watch-2 answers the resumed watch with a
 410 Expired ERROR event. list-2 (the re-list) has A ready again, C now ready and a new IPv6
-pod E, and no D: D was deleted while the watch was down.
+pod E, and no D: D was deleted while the watch was down. watch-3 marks E terminating.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ async def recorded_api() -> AsyncIterator[FakeKubeApiServer]:
         watches=[
             WatchScript(load_events("watch-1.jsonl")),
             WatchScript(load_events("watch-2.jsonl")),
-            WatchScript([], hold_open=True),
+            WatchScript(load_events("watch-3.jsonl"), hold_open=True),
         ],
     )
     async with server:
@@ -101,8 +101,8 @@ async def test_recorded_list_watch_expiry_and_relist(
     await discovery.start(reported.append)
     # start() returns with the first list applied.
     assert sorted(names(discovery.endpoints())) == sorted([A, B])
-    # The third watch opens only after the re-list has been applied.
-    await api.wait_until(lambda: len(api.of_kind("watch")) == 3 and api.open_watches == 1)
+    await api.wait_until(lambda: len(reported) == 6)
+    assert api.open_watches == 1
     await discovery.stop()
 
     assert [sorted(names(r)) for r in reported] == [
@@ -111,6 +111,7 @@ async def test_recorded_list_watch_expiry_and_relist(
         sorted([B, D]),  # A not ready (C's no-op MODIFIED and the BOOKMARK reported nothing)
         [D],  # DELETED B
         sorted([A, C, E]),  # re-list after 410: D, deleted while the watch was down, is gone
+        sorted([A, C]),  # E terminating (deletionTimestamp set)
     ]
     for endpoints in reported:
         assert list(endpoints) == sorted(endpoints, key=lambda e: (e.model, e.url, e.id))
@@ -123,7 +124,7 @@ async def test_recorded_list_watch_expiry_and_relist(
     assert by_name[A].id == "0f3c2a6e-8a51-4d2b-9a43-2f1e7c9d1a01"
     assert by_name[B].role is Role.DECODE
     assert (by_name[B].lmcache_init_ports, by_name[B].lmcache_alloc_ports) == ((7300,), (7400,))
-    e = next(e for e in reported[-1] if e.name == E)
+    e = next(e for e in reported[-2] if e.name == E)
     assert e.url == "http://[fd00:10:244:3::1c]:8000"
     assert e.lmcache_init_ports == (7300, 7301)
 
@@ -235,6 +236,16 @@ async def test_listener_failure_does_not_stop_discovery(
 
     discovery = direct_discovery(api, relist_interval_s=3600)
     await discovery.start(flaky_listener)
-    await api.wait_until(lambda: len(api.of_kind("watch")) == 3 and api.open_watches == 1)
+    await api.wait_until(lambda: len(calls) == 6)
     await discovery.stop()
-    assert calls == [2, 3, 2, 1, 3]
+    assert calls == [2, 3, 2, 1, 3, 2]
+
+
+async def test_empty_first_list_is_reported_once() -> None:
+    empty = {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "7"}}
+    async with FakeKubeApiServer(lists=[empty], watches=[WatchScript([], hold_open=True)]) as api:
+        discovery = direct_discovery(api)
+        reported: list[tuple[Endpoint, ...]] = []
+        await discovery.start(reported.append)
+        await discovery.stop()
+    assert reported == [()]
