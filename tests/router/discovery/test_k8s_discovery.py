@@ -249,3 +249,20 @@ async def test_empty_first_list_is_reported_once() -> None:
         await discovery.start(reported.append)
         await discovery.stop()
     assert reported == [()]
+
+
+async def test_constructed_without_configuration_loads_kubeconfig_on_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # How the router's app state builds it: plain settings, config found at start().
+    async with FakeKubeApiServer(
+        lists=[load_json("list-1.json")], watches=[WatchScript([], hold_open=True)]
+    ) as api:
+        monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "config", api.url)))
+        discovery = K8sPodDiscovery(
+            namespace=NAMESPACE, label_selector=SELECTOR, default_port=8000, relist_interval_s=60
+        )
+        await discovery.start(lambda _: None)
+        assert sorted(names(discovery.endpoints())) == sorted([A, B])
+        await discovery.stop()
+    assert api.requests[0].authorization == "Bearer test-token"

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
@@ -21,7 +21,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.watch import Watch
 
 from pdrouter.discovery.backoff import ExponentialBackoff
-from pdrouter.discovery.base import EndpointsListener
+from pdrouter.discovery.base import Discovery, EndpointsListener
 from pdrouter.discovery.endpoint import Endpoint
 from pdrouter.discovery.kube_config import (
     KubeConfigError,
@@ -43,6 +43,7 @@ class K8sPodDiscovery:
 
     `configuration` is a ready `kubernetes_asyncio` client configuration; when None, `start`
     loads in-cluster config, falling back to the kubeconfig (see `create_k8s_discovery`).
+    An empty `namespace` means the router pod's own namespace (else "default").
     """
 
     def __init__(
@@ -59,8 +60,6 @@ class K8sPodDiscovery:
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
     ) -> None:
-        if not namespace:
-            raise ValueError("k8s discovery needs a namespace")
         if relist_interval_s <= 0 or watch_timeout_s <= 0 or request_timeout_s <= 0:
             raise ValueError("k8s discovery intervals and timeouts must be positive")
         self.namespace = namespace
@@ -89,6 +88,8 @@ class K8sPodDiscovery:
             raise RuntimeError("k8s discovery already started")
         if self._configuration is None:
             self._configuration = await load_kube_configuration()
+        if not self.namespace:
+            self.namespace = await _own_namespace()
         self._on_change = on_change
         self._api = ApiClient(configuration=self._configuration)
         self._core = CoreV1Api(self._api)
@@ -271,10 +272,8 @@ async def create_k8s_discovery(
     "default". Raises `KubeConfigError` when neither config source is usable.
     """
     configuration = await load_kube_configuration(kubeconfig=kubeconfig, context=context)
-    if not namespace:
-        namespace = await asyncio.to_thread(service_account_namespace) or "default"
     return K8sPodDiscovery(
-        namespace,
+        namespace or await _own_namespace(),
         label_selector,
         default_port,
         configuration=configuration,
@@ -283,6 +282,11 @@ async def create_k8s_discovery(
         request_timeout_s=request_timeout_s,
         startup_timeout_s=startup_timeout_s,
     )
+
+
+async def _own_namespace() -> str:
+    """The router pod's namespace when it runs in a cluster, else "default"."""
+    return await asyncio.to_thread(service_account_namespace) or "default"
 
 
 def _status_message(body: bytes) -> str:
@@ -295,3 +299,9 @@ def _status_message(body: bytes) -> str:
 
 
 __all__ = ["K8sPodDiscovery", "KubeConfigError", "create_k8s_discovery"]
+
+
+if TYPE_CHECKING:
+
+    def _implements_discovery(discovery: K8sPodDiscovery) -> Discovery:
+        return discovery  # mypy checks the protocol here
