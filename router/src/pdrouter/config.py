@@ -352,7 +352,10 @@ def load_settings(
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"])
             where = _flag(loc) if loc else "settings"
-            lines.append(f"{where}: {err['msg']}")
+            if err["type"] == "extra_forbidden":
+                lines.append(f"unknown setting {loc!r} (there is no flag {where})")
+            else:
+                lines.append(f"{where}: {err['msg']}")
         raise SettingsError("invalid router settings:\n  " + "\n  ".join(lines)) from None
 
 

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass, field
 
 
-class Role(str, enum.Enum):
+class Role(enum.StrEnum):
     """The part an engine plays in prefill/decode disaggregation."""
 
     PREFILL = "prefill"

@@ -33,7 +33,7 @@ class EngineMetrics:
 def _sample(line: str) -> tuple[str, float] | None:
     # "name{labels} value [timestamp]"; label values may contain spaces, so split after '}'.
     if "}" in line:
-        head, _, rest = line.partition("}")
+        head, _, rest = line.rpartition("}")
         name = head.partition("{")[0]
     else:
         name, _, rest = line.partition(" ")

@@ -1,0 +1,73 @@
+# pdstack: one entry point for contributors. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.pdstack-installed
+PYTEST := $(PY) -m pytest
+MODE ?= pd
+ROUTER_CORES ?= 1
+
+.PHONY: help setup lint test test-unit test-e2e test-faults chart-test tools engines demo \
+        bench bench-router soak image clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-13s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): router/pyproject.toml router/constraints.txt
+	@echo "==> creating $(VENV) and installing the router with its dev tools (pinned)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -c router/constraints.txt -e 'router[dev]'
+	@touch $@
+
+setup: $(STAMP) ## Create .venv with the router and its dev tools (pinned, cached)
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy --strict on the package
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy --config-file router/pyproject.toml
+
+tools: ## Install pinned helm, helm-unittest and kubeconform into .tools/bin
+	bash scripts/install-tools.sh
+
+engines: $(STAMP) ## Install the CPU vLLM environment, the tiny model and llm-d's simulator (cached)
+	bash scripts/engines/setup-vllm.sh
+	bash scripts/engines/install-llmd-sim.sh
+
+test: $(STAMP) tools engines ## Everything CI runs: lint, unit, integration, faults, chart and e2e tests
+	$(MAKE) lint
+	$(PYTEST) -q -p no:cacheprovider
+
+test-unit: $(STAMP) ## Unit and integration tests that need no real engines or helm
+	$(PYTEST) -q -m "not e2e and not chart"
+
+test-e2e: $(STAMP) engines ## End-to-end tests with real CPU vLLM engines and the llm-d simulator
+	$(PYTEST) -q -m e2e
+
+test-faults: $(STAMP) ## The fault-injection matrix against a real router process
+	$(PYTEST) -q -m faults
+
+chart-test: $(STAMP) tools ## helm lint, helm unittest and kubeconform on every values file
+	bash scripts/chart-test.sh
+
+demo: $(STAMP) ## Local PD stack: vLLM prefill + decode + router (MODE=aggregated: one engine)
+	MODE=$(MODE) bash scripts/engines/demo.sh
+
+bench: $(STAMP) ## Multi-round QA benchmark against BASE_URL (default: a running `make demo`)
+	bash benchmarks/multi-round-qa/run_pd.sh $${MODEL:-tiny} $${BASE_URL:-http://127.0.0.1:8000/v1} $${LABEL:-demo}
+
+bench-router: $(STAMP) ## Router overhead benchmark against fast test engines (ROUTER_CORES=1)
+	$(PY) -m benchmarks.router.bench_router --router-cores $(ROUTER_CORES)
+
+soak: $(STAMP) ## Long mixed load with injected faults; reports RSS and descriptors
+	$(PY) -m benchmarks.soak.soak
+
+image: ## Build the router image (Dockerfile.router) with podman or buildah
+	bash scripts/build-image.sh
+
+clean: ## Remove caches, results and the virtual environments
+	rm -rf $(VENV) .tools .cache results .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,43 @@
+from pdrouter.stats.breaker import BreakerState, CircuitBreaker
+from pdrouter.stats.request_stats import RequestStats
+
+
+def test_window_reports_recent_requests_only() -> None:
+    stats = RequestStats(window=10.0)
+    for t in range(20):
+        stats.on_start(float(t))
+        stats.on_first_token(float(t), 0.1 if t < 10 else 0.3)
+        stats.on_finish(float(t), 1.0)
+    snap = stats.snapshot(now=19.0, in_flight=2)
+    assert snap.qps == 1.1  # arrivals at t=9..19 inside the 10 s window
+    assert snap.ttft is not None and abs(snap.ttft - (0.1 + 10 * 0.3) / 11) < 1e-9
+    assert snap.in_flight == 2 and stats.finished_total == 20
+
+
+def test_memory_stays_bounded_under_a_burst() -> None:
+    stats = RequestStats(window=3600.0)
+    for i in range(100_000):
+        stats.on_start(i * 1e-6)
+        stats.on_token_gap(i * 1e-6, 0.01)
+    assert stats.snapshot(0.1, 0).qps <= 4096 / 3600.0 + 1e-9
+
+
+def test_empty_window_has_no_latency_figures() -> None:
+    snap = RequestStats(5.0).snapshot(100.0, 0)
+    assert snap.ttft is None and snap.itl is None and snap.latency is None and snap.qps == 0
+
+
+def test_breaker_opens_after_threshold_and_allows_one_trial() -> None:
+    now = [0.0]
+    b = CircuitBreaker(threshold=3, cooldown=5.0, clock=lambda: now[0])
+    assert not b.record_failure() and not b.record_failure()
+    assert b.record_failure() and b.state is BreakerState.OPEN and not b.allows()
+    now[0] = 6.0
+    assert b.state is BreakerState.HALF_OPEN and b.allows()
+    b.on_dispatch()
+    assert not b.allows()  # one trial at a time
+    assert b.record_failure() and b.state is BreakerState.OPEN  # failed trial re-opens
+    now[0] = 12.0
+    b.on_dispatch()
+    b.record_success()
+    assert b.state is BreakerState.CLOSED and b.allows()
