@@ -41,6 +41,11 @@ def test_http_error_status_and_vllm_error_body(engine: FakeEngine, status: int) 
     assert r.json()["error"]["code"] == status
 
 
+def test_x_return_error_header_like_llm_d_sim(engine: FakeEngine) -> None:
+    r = httpx.post(engine.url + "/v1/completions", json=BODY, headers={"X-Return-Error": "429"})
+    assert r.status_code == 429
+
+
 def test_config_fault_with_count_then_clears(engine: FakeEngine) -> None:
     engine.set_faults(http_error={"status": 503, "count": 2})
     assert [post(engine, BODY).status_code for _ in range(3)] == [503, 503, 200]

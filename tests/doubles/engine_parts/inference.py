@@ -61,8 +61,14 @@ class InferenceHandler:
             return error_response(400, "Invalid JSON body")
         kind = classify(body) if isinstance(body, dict) else "plain"
         st.log.record(request.path, kind, request.headers, body)
+        fault_header = request.headers.get("X-Fault")
+        return_error = request.headers.get("X-Return-Error")  # llm-d simulator's header
+        if return_error:
+            fault_header = f"http_error;status={return_error}" + (
+                f",{fault_header}" if fault_header else ""
+            )
         try:
-            faults = st.board.for_request(kind, request.headers.get("X-Fault"))
+            faults = st.board.for_request(kind, fault_header)
         except ValueError as exc:
             return error_response(400, f"bad X-Fault header: {exc}")
         try:

@@ -74,6 +74,35 @@ class Knobs:
                 raise ValueError(f"unknown fault mode {mode!r}")
 
 
+_HELP = {
+    "role": "informational only: any engine answers any request kind",
+    "ttft_ms": "time to first token (prefill time)",
+    "itl_ms": "inter-token latency",
+    "output_tokens": "used when the request has no max_tokens",
+    "max_output_tokens": 'cap on generated tokens (finish_reason "stop"); 0 = none',
+    "eos_after": 'stop with finish_reason "stop" after N tokens unless ignore_eos; 0 = never',
+    "max_num_seqs": "running slots; requests beyond wait (vllm:num_requests_waiting)",
+    "kv_capacity_tokens": "for kv_cache_usage_perc and the prefix-cache LRU size",
+    "tp_size": "NIXL params' tp_size and the number of LMCache notifications",
+    "side_channel_host": "remote_host in NIXL params",
+    "kv_lease_seconds": "how long a prefill holds KV for a decode to pull",
+    "kv_load_failure_policy": "fail|recompute: decode side when the KV pull fails",
+    "kv_pull_timeout_s": "decode side: timeout of the KV pull from the prefill engine",
+    "lmcache_notify_delay_ms": "delay between the prefill answer and its ProxyNotif pushes",
+    "models": "served model names",
+    "kv_transfer_ms": "decode TTFT when the KV was pulled (instead of ttft_ms)",
+    "lmcache_proxy_host": "where the prefiller PUSHes ProxyNotif",
+    "lmcache_proxy_port": "0 = not configured: no notifications are sent",
+    "legacy_metrics": "old names: vllm:gpu_cache_usage_perc, gpu_prefix_cache_*",
+    "coalesce_chunks": "itl 0: send a whole stream in one write (not engine-like)",
+    "metrics_override": "metric name -> value",
+    "faults": "mode -> options",
+    "engine_id": "engine id in NIXL params (default: a random uuid)",
+    "block_size": "prefix-cache and KV block size in tokens",
+    "max_model_len": "context length; longer requests get 400",
+}
+
+
 def _coerce(key: str, current: Any, value: Any) -> Any:
     if key == "models":
         if isinstance(value, str):
@@ -131,12 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
+        text = _HELP.get(f.name, "")
         if isinstance(default, bool):
-            p.add_argument(flag, action="store_true", default=None)
+            p.add_argument(flag, action="store_true", default=None, help=text)
         elif f.name == "engine_id":
-            p.add_argument(flag, default=None)
+            p.add_argument(flag, default=None, help=text)
         else:
-            p.add_argument(flag, type=type(default), default=None)
+            p.add_argument(flag, type=type(default), default=None, help=f"{text} [{default}]")
     return p
 
 
