@@ -55,8 +55,9 @@ def plot_runs(runs: list[dict[str, Any]], labels: list[str], output: Path, log_y
         qps = [lv["qps"] for lv in levels]
         axes[2].plot(qps, [lv["request_throughput"] for lv in levels], "-", marker="o",
                      color=color, label=f"{label} completed")  # fmt: skip
+        # Hollow markers: goodput often equals throughput and would hide its line.
         axes[2].plot(qps, [lv["goodput"] for lv in levels], "--", marker="s", color=color,
-                     label=f"{label} goodput")  # fmt: skip
+                     markerfacecolor="none", markersize=9, label=f"{label} goodput")  # fmt: skip
     for ax, (_, title) in zip(axes, panels, strict=False):
         ax.set_title(f"{title} p50 / p90 / p99 vs QPS")
         ax.set_ylabel(title)
