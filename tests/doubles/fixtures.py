@@ -12,16 +12,14 @@ Engines started through a factory are stopped when the test (or scope) ends.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import zmq
 
 from tests.doubles.engine_parts.kv import decode_proxy_notif
-from tests.doubles.engine_proc import FakeEngine, start_fake_engine
-
-FakeEngineFactory = Callable[..., FakeEngine]
+from tests.doubles.engine_proc import FakeEngine, start_fake_engine, start_fake_engines
 
 
 class EngineFleet:
@@ -35,6 +33,12 @@ class EngineFleet:
         self.engines.append(engine)
         return engine
 
+    def many(self, count: int, **knobs: Any) -> list[FakeEngine]:
+        """Start ``count`` engines in parallel."""
+        engines = start_fake_engines(count, **knobs)
+        self.engines.extend(engines)
+        return engines
+
     def stop_all(self) -> None:
         for engine in self.engines:
             engine.stop()
@@ -45,7 +49,7 @@ def make_fake_engine_fixture(scope: str = "function") -> Any:
     """Build a factory fixture with another scope, e.g. ``module`` to share engines."""
 
     @pytest.fixture(scope=scope)  # type: ignore[call-overload,untyped-decorator]
-    def _factory() -> Iterator[FakeEngineFactory]:
+    def _factory() -> Iterator[EngineFleet]:
         fleet = EngineFleet()
         try:
             yield fleet

@@ -175,3 +175,9 @@ def test_kill_and_restart_on_same_port(fake_engine_factory) -> None:  # type: ig
         post(eng, BODY)
     eng.restart()
     assert eng.port == port and post(eng, BODY).status_code == 200
+
+
+def test_start_many_engines_in_parallel(fake_engine_factory) -> None:  # type: ignore[no-untyped-def]
+    engines = fake_engine_factory.many(3, ttft_ms=1)
+    assert len({e.port for e in engines}) == 3
+    assert all(post(e, BODY).status_code == 200 for e in engines)
