@@ -1,0 +1,402 @@
+{{/*
+Names, labels and selectors live here once; every template uses them.
+Engine helpers take a dict: (dict "root" $ "spec" $spec "index" $i).
+*/}}
+
+{{/* Object name prefix: the release name (so release `vllm` gives vllm-router-service). */}}
+{{- define "pdstack.fullname" -}}
+{{- default .Release.Name .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "pdstack.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels every object carries. */}}
+{{- define "pdstack.labels" -}}
+helm.sh/chart: {{ include "pdstack.chart" . }}
+app.kubernetes.io/name: pdstack
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: pdstack
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Selector labels of one component (router | engine | cache-server); arg: (dict "root" $ "component" "router"). */}}
+{{- define "pdstack.selectorLabels" -}}
+app.kubernetes.io/name: pdstack
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+pdstack.io/component: {{ .component }}
+{{- end -}}
+
+{{/* ---------- router ---------- */}}
+
+{{- define "pdstack.router.name" -}}
+{{- printf "%s-router" (include "pdstack.fullname" .) -}}
+{{- end -}}
+
+{{- define "pdstack.router.serviceName" -}}
+{{- printf "%s-router-service" (include "pdstack.fullname" .) -}}
+{{- end -}}
+
+{{- define "pdstack.router.serviceAccountName" -}}
+{{- default (include "pdstack.router.name" .) .Values.routerSpec.serviceAccountName -}}
+{{- end -}}
+
+{{- define "pdstack.router.image" -}}
+{{- printf "%s:%s" .Values.routerSpec.repository (default .Chart.AppVersion .Values.routerSpec.tag) -}}
+{{- end -}}
+
+{{/* The label selector the router discovers engines with: this release's engines only. */}}
+{{- define "pdstack.router.labelSelector" -}}
+{{- printf "app.kubernetes.io/instance=%s,pdstack.io/component=engine" .Release.Name -}}
+{{- end -}}
+
+{{/* Routing logic with the production-stack alias folded into the router's name. */}}
+{{- define "pdstack.router.routingLogic" -}}
+{{- $logic := .Values.routerSpec.routingLogic -}}
+{{- if eq $logic "disaggregated_prefill" }}disagg_prefill{{ else }}{{ $logic }}{{ end -}}
+{{- end -}}
+
+{{- define "pdstack.router.isDisagg" -}}
+{{- if eq (include "pdstack.router.routingLogic" .) "disagg_prefill" }}true{{ end -}}
+{{- end -}}
+
+{{/*
+KV transport the router speaks: routerSpec.pd.kvTransport, else the one the enabled prefill/decode
+specs imply (validate.yaml fails the render when they disagree). Empty when there is no PD.
+*/}}
+{{- define "pdstack.router.kvTransport" -}}
+{{- if .Values.routerSpec.pd.kvTransport -}}
+{{- .Values.routerSpec.pd.kvTransport -}}
+{{- else -}}
+{{- $found := "" -}}
+{{- range $i, $spec := (include "pdstack.engine.enabledSpecs" . | fromYamlArray) -}}
+{{- if and (not $found) (ne $spec.role "both") -}}
+{{- $found = include "pdstack.engine.transport" (dict "root" $ "spec" $spec) -}}
+{{- end -}}
+{{- end -}}
+{{- $found -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "pdstack.router.usesLmcacheProxy" -}}
+{{- if and (include "pdstack.router.isDisagg" .) (eq (include "pdstack.router.kvTransport" .) "lmcache") }}true{{ end -}}
+{{- end -}}
+
+{{/* ---------- engines ---------- */}}
+
+{{/* Enabled model specs as a YAML list (engines disabled => empty). */}}
+{{- define "pdstack.engine.enabledSpecs" -}}
+{{- $out := list -}}
+{{- if .Values.servingEngineSpec.enableEngine -}}
+{{- range .Values.servingEngineSpec.modelSpec -}}
+{{- if ne (toString .enabled) "false" -}}
+{{- $out = append $out . -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{- define "pdstack.engine.name" -}}
+{{- printf "%s-%s-engine" (include "pdstack.fullname" .root) .spec.name -}}
+{{- end -}}
+
+{{- define "pdstack.engine.serviceName" -}}
+{{- printf "%s-%s-engine-service" (include "pdstack.fullname" .root) .spec.name -}}
+{{- end -}}
+
+{{- define "pdstack.engine.configMapName" -}}
+{{- printf "%s-%s-lmcache" (include "pdstack.fullname" .root) .spec.name -}}
+{{- end -}}
+
+{{- define "pdstack.engine.chatTemplateConfigMapName" -}}
+{{- printf "%s-%s-chat-template" (include "pdstack.fullname" .root) .spec.name -}}
+{{- end -}}
+
+{{- define "pdstack.engine.pvcName" -}}
+{{- default (printf "%s-%s-storage-claim" (include "pdstack.fullname" .root) .spec.name) .spec.pvcExistingClaimName -}}
+{{- end -}}
+
+{{- define "pdstack.engine.selectorLabels" -}}
+{{ include "pdstack.selectorLabels" (dict "root" .root "component" "engine") }}
+pdstack.io/model-spec: {{ .spec.name }}
+{{- end -}}
+
+{{/* Pod labels the router discovers engines by (see the router contract). */}}
+{{- define "pdstack.engine.podLabels" -}}
+{{ include "pdstack.labels" .root }}
+pdstack.io/component: engine
+pdstack.io/role: {{ .spec.role }}
+pdstack.io/model-spec: {{ .spec.name }}
+{{- end -}}
+
+{{/* The model name clients send (label values cannot hold "/", so it goes in an annotation). */}}
+{{- define "pdstack.engine.servedModelName" -}}
+{{- default .spec.modelURL .spec.servedModelName -}}
+{{- end -}}
+
+{{- define "pdstack.engine.image" -}}
+{{- $img := .root.Values.servingEngineSpec.image -}}
+{{- printf "%s:%s" (default $img.repository .spec.repository) (toString (default $img.tag .spec.tag)) -}}
+{{- end -}}
+
+{{- define "pdstack.engine.pythonHashSeed" -}}
+{{- toString (default .root.Values.servingEngineSpec.pythonHashSeed .spec.pythonHashSeed) -}}
+{{- end -}}
+
+{{/* A number as vLLM expects it on the command line: integers without exponent. */}}
+{{- define "pdstack.num" -}}
+{{- if and (kindIs "float64" .) (eq (floor .) .) -}}
+{{- printf "%d" (int64 .) -}}
+{{- else -}}
+{{- toString . -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "pdstack.engine.tensorParallelSize" -}}
+{{- $v := .spec.vllmConfig | default dict -}}
+{{- int64 (default 1 $v.tensorParallelSize) -}}
+{{- end -}}
+
+{{/* Default kv_role from the spec role. */}}
+{{- define "pdstack.engine.kvRole" -}}
+{{- $kt := .spec.kvTransfer | default dict -}}
+{{- if $kt.role -}}{{ $kt.role }}
+{{- else if eq .spec.role "prefill" -}}kv_producer
+{{- else if eq .spec.role "decode" -}}kv_consumer
+{{- else -}}kv_both
+{{- end -}}
+{{- end -}}
+
+{{- define "pdstack.engine.lmcacheEnabled" -}}
+{{- $lc := .spec.lmcacheConfig | default dict -}}
+{{- if $lc.enabled }}true{{ end -}}
+{{- end -}}
+
+{{- define "pdstack.engine.lmcachePD" -}}
+{{- $lc := .spec.lmcacheConfig | default dict -}}
+{{- if and $lc.enabled $lc.enablePD }}true{{ end -}}
+{{- end -}}
+
+{{/* Connector: kvTransfer.connector, else LMCacheConnectorV1 when lmcacheConfig is enabled. */}}
+{{- define "pdstack.engine.connector" -}}
+{{- $kt := .spec.kvTransfer | default dict -}}
+{{- if $kt.connector -}}{{ $kt.connector }}
+{{- else if include "pdstack.engine.lmcacheEnabled" . -}}LMCacheConnectorV1
+{{- end -}}
+{{- end -}}
+
+{{/* Connector names a spec uses, MultiConnector's children included. */}}
+{{- define "pdstack.engine.connectorSet" -}}
+{{- $c := include "pdstack.engine.connector" . -}}
+{{- $names := list $c -}}
+{{- if eq $c "MultiConnector" -}}
+{{- $extra := (.spec.kvTransfer | default dict).extraConfig | default dict -}}
+{{- range ($extra.connectors | default list) -}}
+{{- $names = append $names (toString .kv_connector) -}}
+{{- end -}}
+{{- end -}}
+{{- join "," $names -}}
+{{- end -}}
+
+{{/* KV transport a spec implies for the router: nixl | lmcache | fixed | none. */}}
+{{- define "pdstack.engine.transport" -}}
+{{- $set := splitList "," (include "pdstack.engine.connectorSet" .) -}}
+{{- if and (has "LMCacheConnectorV1" $set) (include "pdstack.engine.lmcachePD" .) -}}lmcache
+{{- else if has "NixlConnector" $set -}}nixl
+{{- else if or (has "P2pNcclConnector" $set) (has "LMCacheConnectorV1" $set) -}}fixed
+{{- else -}}none
+{{- end -}}
+{{- end -}}
+
+{{- define "pdstack.engine.usesNixl" -}}
+{{- if has "NixlConnector" (splitList "," (include "pdstack.engine.connectorSet" .)) }}true{{ end -}}
+{{- end -}}
+
+{{/* vLLM's --kv-transfer-config as a JSON string; empty when the spec has no connector. */}}
+{{- define "pdstack.engine.kvTransferConfig" -}}
+{{- $connector := include "pdstack.engine.connector" . -}}
+{{- if $connector -}}
+{{- $kt := .spec.kvTransfer | default dict -}}
+{{- $cfg := dict "kv_connector" $connector "kv_role" (include "pdstack.engine.kvRole" .) -}}
+{{- $_ := set $cfg "kv_load_failure_policy" (default "fail" $kt.loadFailurePolicy) -}}
+{{- with $kt.bufferDevice }}{{ $_ := set $cfg "kv_buffer_device" . }}{{ end -}}
+{{- if hasKey $kt "bufferSize" }}{{ $_ := set $cfg "kv_buffer_size" $kt.bufferSize }}{{ end -}}
+{{- with $kt.ip }}{{ $_ := set $cfg "kv_ip" . }}{{ end -}}
+{{- if hasKey $kt "port" }}{{ $_ := set $cfg "kv_port" $kt.port }}{{ end -}}
+{{- if hasKey $kt "rank" }}{{ $_ := set $cfg "kv_rank" $kt.rank }}
+{{- else if eq $connector "P2pNcclConnector" }}{{ $_ := set $cfg "kv_rank" (ternary 0 1 (eq .spec.role "prefill")) }}
+{{- end -}}
+{{- if hasKey $kt "parallelSize" }}{{ $_ := set $cfg "kv_parallel_size" $kt.parallelSize }}
+{{- else if eq $connector "P2pNcclConnector" }}{{ $_ := set $cfg "kv_parallel_size" 2 }}
+{{- end -}}
+{{- $extra := deepCopy ($kt.extraConfig | default dict) -}}
+{{- if and (eq $connector "LMCacheConnectorV1") (include "pdstack.engine.lmcachePD" .) -}}
+{{- /* LMCache PD: keep partial chunks and give each spec its own RPC socket name (seed 001). */ -}}
+{{- $extra = merge $extra (dict "discard_partial_chunks" false "lmcache_rpc_port" .spec.name) -}}
+{{- end -}}
+{{- if $extra }}{{ $_ := set $cfg "kv_connector_extra_config" $extra }}{{ end -}}
+{{- toJson $cfg -}}
+{{- end -}}
+{{- end -}}
+
+{{/* LMCache receiver ports, one per TP rank: a list of ints as YAML. */}}
+{{- define "pdstack.engine.lmcachePorts" -}}
+{{- $tp := int (include "pdstack.engine.tensorParallelSize" .) -}}
+{{- $ports := list -}}
+{{- if kindIs "slice" .value -}}
+{{- range .value }}{{ $ports = append $ports (int64 .) }}{{ end -}}
+{{- else -}}
+{{- range $r := until $tp }}{{ $ports = append $ports (add (int64 $.value) $r) }}{{ end -}}
+{{- end -}}
+{{- toYaml $ports -}}
+{{- end -}}
+
+{{- define "pdstack.engine.lmcacheInitPorts" -}}
+{{- $lc := .spec.lmcacheConfig | default dict -}}
+{{- include "pdstack.engine.lmcachePorts" (dict "root" .root "spec" .spec "value" (default 7300 $lc.pdPeerInitPort)) -}}
+{{- end -}}
+
+{{- define "pdstack.engine.lmcacheAllocPorts" -}}
+{{- $lc := .spec.lmcacheConfig | default dict -}}
+{{- include "pdstack.engine.lmcachePorts" (dict "root" .root "spec" .spec "value" (default 7400 $lc.pdPeerAllocPort)) -}}
+{{- end -}}
+
+{{/* True for LMCache PD receivers (decoders): they publish init/alloc ports to the router. */}}
+{{- define "pdstack.engine.lmcacheReceiver" -}}
+{{- if include "pdstack.engine.lmcachePD" . -}}
+{{- $lc := .spec.lmcacheConfig -}}
+{{- if eq (default (ternary "sender" "receiver" (eq .spec.role "prefill")) $lc.pdRole) "receiver" }}true{{ end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Remote LMCache backend URL: lmcacheConfig.remoteUrl, else the chart's cache server when enabled. */}}
+{{- define "pdstack.engine.lmcacheRemoteUrl" -}}
+{{- $lc := .spec.lmcacheConfig | default dict -}}
+{{- $cs := .root.Values.cacheserverSpec -}}
+{{- if $lc.remoteUrl -}}{{ $lc.remoteUrl }}
+{{- else if and $cs.enabled (ne (toString $lc.useCacheServer) "false") -}}
+{{- printf "lm://%s:%d" (include "pdstack.cacheserver.serviceName" .root) (int64 $cs.servicePort) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The LMCache config file of one spec, as YAML. "@POD_IP@" is replaced with the pod IP by the
+engine's init container (LMCache reads pd_peer_host from the file, and the IP is only known
+at run time).
+*/}}
+{{- define "pdstack.engine.lmcacheConfig" -}}
+{{- $lc := .spec.lmcacheConfig -}}
+{{- $root := .root -}}
+{{- $pd := include "pdstack.engine.lmcachePD" . -}}
+{{- $cfg := dict -}}
+{{- with $lc.chunkSize }}{{ $_ := set $cfg "chunk_size" . }}{{ end -}}
+{{- $_ := set $cfg "local_cpu" (ternary $lc.localCpu (not $pd) (hasKey $lc "localCpu")) -}}
+{{- if hasKey $lc "maxLocalCpuSize" }}{{ $_ := set $cfg "max_local_cpu_size" $lc.maxLocalCpuSize }}{{ end -}}
+{{- with $lc.localDisk }}{{ $_ := set $cfg "local_disk" . }}{{ end -}}
+{{- if hasKey $lc "maxLocalDiskSize" }}{{ $_ := set $cfg "max_local_disk_size" $lc.maxLocalDiskSize }}{{ end -}}
+{{- if $pd -}}
+{{- $_ := set $cfg "enable_pd" true -}}
+{{- $_ := set $cfg "transfer_channel" (default "nixl" $lc.transferChannel) -}}
+{{- $_ := set $cfg "pd_buffer_size" (default 1073741824 $lc.pdBufferSize) -}}
+{{- $_ := set $cfg "pd_buffer_device" (default "cuda" $lc.pdBufferDevice) -}}
+{{- with $lc.nixlBackends }}{{ $_ := set $cfg "nixl_backends" . }}{{ end -}}
+{{- if include "pdstack.engine.lmcacheReceiver" . -}}
+{{- $_ := set $cfg "pd_role" "receiver" -}}
+{{- $_ := set $cfg "pd_peer_host" (default "@POD_IP@" $lc.pdPeerHost) -}}
+{{- $init := include "pdstack.engine.lmcacheInitPorts" . | fromYamlArray -}}
+{{- $alloc := include "pdstack.engine.lmcacheAllocPorts" . | fromYamlArray -}}
+{{- $_ := set $cfg "pd_peer_init_port" (ternary (first $init) $init (eq (len $init) 1)) -}}
+{{- $_ := set $cfg "pd_peer_alloc_port" (ternary (first $alloc) $alloc (eq (len $alloc) 1)) -}}
+{{- else -}}
+{{- $_ := set $cfg "pd_role" "sender" -}}
+{{- $_ := set $cfg "pd_proxy_host" (default (include "pdstack.router.serviceName" $root) $lc.pdProxyHost) -}}
+{{- $_ := set $cfg "pd_proxy_port" (default $root.Values.routerSpec.pd.proxyPort $lc.pdProxyPort) -}}
+{{- end -}}
+{{- end -}}
+{{- with include "pdstack.engine.lmcacheRemoteUrl" . -}}
+{{- $_ := set $cfg "remote_url" . -}}
+{{- $_ := set $cfg "remote_serde" (default $root.Values.cacheserverSpec.serde $lc.remoteSerde) -}}
+{{- end -}}
+{{- with $lc.extraConfig }}{{ $_ := set $cfg "extra_config" . }}{{ end -}}
+{{- $cfg = merge (deepCopy ($lc.additionalConfig | default dict)) $cfg -}}
+{{- toYaml $cfg -}}
+{{- end -}}
+
+{{/* Secret key names for string tokens. */}}
+{{- define "pdstack.secretName" -}}
+{{- printf "%s-secrets" (include "pdstack.fullname" .) -}}
+{{- end -}}
+
+{{/*
+EnvVar for a value that is either a string (stored in the chart's Secret under `key`) or
+{secretName, secretKey}; arg: (dict "root" $ "name" ENV "value" v "key" secretKey).
+*/}}
+{{- define "pdstack.secretEnv" -}}
+{{- if kindIs "map" .value -}}
+- name: {{ .name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .value.secretName }}
+      key: {{ .value.secretKey }}
+{{- else if .value -}}
+- name: {{ .name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "pdstack.secretName" .root }}
+      key: {{ .key }}
+{{- end -}}
+{{- end -}}
+
+{{/* ---------- cache server ---------- */}}
+
+{{- define "pdstack.cacheserver.name" -}}
+{{- printf "%s-cache-server" (include "pdstack.fullname" .) -}}
+{{- end -}}
+
+{{- define "pdstack.cacheserver.serviceName" -}}
+{{- printf "%s-cache-server-service" (include "pdstack.fullname" .) -}}
+{{- end -}}
+
+{{/* ServiceMonitor gate: the CRD exists, or the value forces it. */}}
+{{- define "pdstack.serviceMonitor.enabled" -}}
+{{- $sm := .sm -}}
+{{- if and $sm.enabled (or $sm.force (.root.Capabilities.APIVersions.Has "monitoring.coreos.com/v1")) }}true{{ end -}}
+{{- end -}}
+
+{{/*
+Engine resources: resources.{cpu,memory,gpu,gpuType,limits} (production-stack's requestCPU,
+requestMemory, requestGPU, requestGPUType, limitCPU, limitMemory are accepted as aliases).
+GPUs are requested and limited alike, so the scheduler places them.
+*/}}
+{{- define "pdstack.engine.resources" -}}
+{{- $s := .spec -}}
+{{- $r := $s.resources | default dict -}}
+{{- $lim := $r.limits | default dict -}}
+{{- $cpu := default $s.requestCPU $r.cpu -}}
+{{- $mem := default $s.requestMemory $r.memory -}}
+{{- $gpu := int64 (default 0 (default $s.requestGPU $r.gpu)) -}}
+{{- $gpuType := default "nvidia.com/gpu" (default $s.requestGPUType $r.gpuType) -}}
+{{- $limCpu := default $s.limitCPU $lim.cpu -}}
+{{- $limMem := default $s.limitMemory $lim.memory -}}
+{{- $req := dict -}}
+{{- with $cpu }}{{ $_ := set $req "cpu" (include "pdstack.num" .) }}{{ end -}}
+{{- with $mem }}{{ $_ := set $req "memory" (include "pdstack.num" .) }}{{ end -}}
+{{- with $r.ephemeralStorage }}{{ $_ := set $req "ephemeral-storage" (include "pdstack.num" .) }}{{ end -}}
+{{- $limits := dict -}}
+{{- with $limCpu }}{{ $_ := set $limits "cpu" (include "pdstack.num" .) }}{{ end -}}
+{{- with $limMem }}{{ $_ := set $limits "memory" (include "pdstack.num" .) }}{{ end -}}
+{{- if gt $gpu 0 -}}
+{{- $_ := set $req $gpuType (toString $gpu) -}}
+{{- $_ := set $limits $gpuType (toString $gpu) -}}
+{{- end -}}
+{{- $out := dict -}}
+{{- with $req }}{{ $_ := set $out "requests" . }}{{ end -}}
+{{- with $limits }}{{ $_ := set $out "limits" . }}{{ end -}}
+{{- toYaml $out -}}
+{{- end -}}
