@@ -53,8 +53,12 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--coalesce-chunks", action="store_true")
+    ap.add_argument("--ttft-ms", type=float, default=0.0)
+    ap.add_argument("--itl-ms", type=float, default=0.0)
     args = ap.parse_args()
-    engine = start_fake_engine(coalesce_chunks=args.coalesce_chunks)
+    engine = start_fake_engine(
+        coalesce_chunks=args.coalesce_chunks, ttft_ms=args.ttft_ms, itl_ms=args.itl_ms
+    )
     try:
         assert engine.proc is not None
         asyncio.run(load(engine.url, 4, args.tokens, 0.5))  # warm up
@@ -67,7 +71,8 @@ def main() -> None:
         engine.stop()
     print(
         f"fake engine, {args.tokens}-token streams, concurrency {args.concurrency}, "
-        f"coalesce={args.coalesce_chunks}: {done / wall:.0f} req/s ({errors} errors), "
+        f"ttft {args.ttft_ms} ms, itl {args.itl_ms} ms, coalesce={args.coalesce_chunks}: "
+        f"{done / wall:.0f} req/s ({errors} errors), "
         f"engine CPU {cpu:.2f} s = {1000 * cpu / max(done, 1):.3f} s per 1000 req "
         f"-> ~{done / max(cpu, 1e-9):.0f} req/s per fully used engine core"
     )

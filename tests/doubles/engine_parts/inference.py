@@ -35,6 +35,13 @@ def error_response(status: int, message: str, param: str | None = None) -> web.R
     )
 
 
+async def _sleep_until(when: float) -> None:
+    """Tokens follow a fixed schedule, so a busy loop does not stretch the average ITL."""
+    delay = when - asyncio.get_running_loop().time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
 async def hang_forever() -> None:
     """Never answer; the handler is cancelled when the client goes away."""
     await asyncio.Event().wait()
@@ -271,6 +278,7 @@ class InferenceHandler:
             await asyncio.sleep(ttft_s)
         itl = k.itl_ms / 1000
         last = len(out) - 1
+        t0 = asyncio.get_running_loop().time()
         if not faults:
             if itl <= 0 and k.coalesce_chunks:
                 parts = [sc.role()] if p.chat else []
@@ -284,14 +292,14 @@ class InferenceHandler:
                     await resp.write(sc.role())
                 for i, t in enumerate(out):
                     if i and itl > 0:
-                        await asyncio.sleep(itl)
+                        await _sleep_until(t0 + i * itl)
                     await resp.write(sc.token(t, finish if i == last else None))
                 if p.include_usage:
                     await resp.write(sc.usage(use))
                 await resp.write(shapes.DONE)
             await resp.write_eof()
             return resp
-        return await self._faulty_stream(request, resp, sc, p, out, finish, use, faults, itl)
+        return await self._faulty_stream(request, resp, sc, p, out, finish, use, faults, itl, t0)
 
     async def _faulty_stream(
         self,
@@ -304,6 +312,7 @@ class InferenceHandler:
         use: dict[str, Any],
         faults: dict[str, FaultSpec],
         itl: float,
+        t0: float,
     ) -> web.StreamResponse:
         chunks = [sc.role()] if p.chat else []
         last = len(out) - 1
@@ -320,7 +329,7 @@ class InferenceHandler:
             limit = min(limit, after)
         for i, chunk in enumerate(chunks[:limit]):
             if i and itl > 0:
-                await asyncio.sleep(itl)
+                await _sleep_until(t0 + i * itl)
             await resp.write(chunk)
         if mode == "die_mid_stream":
             if request.transport is not None:
