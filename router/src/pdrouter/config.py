@@ -202,17 +202,18 @@ class RouterSettings(BaseModel):
         30.0, gt=0, description="LMCache: deadline for the prefiller's KV-ready notifications."
     )
 
-    @field_validator(
-        "static_backends",
-        "static_models",
-        "static_roles",
-        "static_lmcache_init_ports",
-        "static_lmcache_alloc_ports",
-        mode="before",
-    )
+    @field_validator("static_backends", "static_models", "static_roles", mode="before")
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
         return _csv(value)
+
+    @field_validator("static_lmcache_init_ports", "static_lmcache_alloc_ports", mode="before")
+    @classmethod
+    def _split_positional(cls, value: Any) -> Any:
+        # One entry per backend, empty for backends without receiver ports: keep positions.
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",")] if value.strip() else []
+        return value
 
     @field_validator("routing_logic", mode="before")
     @classmethod
