@@ -83,7 +83,8 @@ def run_stack(mode: str, args: argparse.Namespace, extra: list[str]) -> Path:
         command = ["bash", str(HERE / "run_pd.sh"), "tiny", base_url, label,
                    "--qps", args.qps, "--duration", str(args.duration)]  # fmt: skip
         subprocess.run(command + extra, env=env, check=True)
-    return args.results / label
+    results: Path = args.results
+    return results / label
 
 
 def main() -> int:
