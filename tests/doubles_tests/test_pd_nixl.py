@@ -22,11 +22,19 @@ PREFILL_PARAMS = {
 }
 
 
-@pytest.fixture
-def pair(fake_engine_factory) -> tuple[FakeEngine, FakeEngine]:  # type: ignore[no-untyped-def]
-    p = fake_engine_factory(role="prefill", engine_id="P-engine", kv_lease_seconds=30)
-    d = fake_engine_factory(role="decode", engine_id="D-engine")
+@pytest.fixture(scope="module")
+def shared_pair(module_engines) -> tuple[FakeEngine, FakeEngine]:  # type: ignore[no-untyped-def]
+    p = module_engines(role="prefill", engine_id="P-engine")
+    d = module_engines(role="decode", engine_id="D-engine")
     return p, d
+
+
+@pytest.fixture
+def pair(shared_pair: tuple[FakeEngine, FakeEngine]) -> tuple[FakeEngine, FakeEngine]:
+    """A prefill and a decode engine, reset to their startup knobs for each test."""
+    for engine in shared_pair:
+        engine.reset()
+    return shared_pair
 
 
 def complete(
@@ -169,9 +177,23 @@ def test_decode_checks_engine_id_and_prompt(pair: tuple[FakeEngine, FakeEngine])
     assert complete(d, other).status_code == 500  # KV of another prompt is not a hit
 
 
-def test_decode_unreachable_prefill(pair: tuple[FakeEngine, FakeEngine]) -> None:
-    p, d = pair
+def test_decode_unreachable_prefill(fake_engine_factory, pair) -> None:  # type: ignore[no-untyped-def]
+    _, d = pair
+    p = fake_engine_factory(role="prefill")
     kv = prefill(p)["kv_transfer_params"]
     p.kill()
     body = {"model": "tiny", "prompt": PROMPT, "max_tokens": 2, "kv_transfer_params": kv}
     assert complete(d, body).status_code == 500
+
+
+def test_localhost_side_channel_makes_decode_talk_to_itself(
+    pair: tuple[FakeEngine, FakeEngine],
+) -> None:
+    p, d = pair
+    p.admin_config(side_channel_host="localhost")  # vLLM's default, wrong across pods
+    kv = prefill(p)["kv_transfer_params"]
+    assert kv["remote_host"] == "localhost"
+    body = {"model": "tiny", "prompt": PROMPT, "max_tokens": 2}
+    assert complete(d, {**body, "kv_transfer_params": kv}).status_code == 500
+    fixed = {**kv, "remote_host": "127.0.0.1"}  # what --pd-override-remote-host does
+    assert complete(d, {**body, "kv_transfer_params": fixed}).status_code == 200

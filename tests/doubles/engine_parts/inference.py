@@ -20,6 +20,7 @@ from .state import EngineState
 from .textgen import detokenize, fold_prompt, generate
 
 log = logging.getLogger("fake_engine")
+_SELF_HOSTS = frozenset({"localhost", "0.0.0.0", "::", "::1"})
 _BROKEN_JSON = b'{"id": "cmpl-broken", "object": "text_completion", "choices": [{"text": "'
 
 
@@ -242,6 +243,11 @@ class InferenceHandler:
         remote_rid = params.get("remote_request_id")
         if not host or not port or not remote_rid:
             return False
+        if host in _SELF_HOSTS:
+            # Like vLLM's NIXL side channel left on its "localhost" default: the decode
+            # handshakes with itself and finds no KV (vllm#27083). Routers fix this with
+            # --pd-override-remote-host; tests reproduce it with side_channel_host=localhost.
+            host, port = "127.0.0.1", self.st.port
         url = f"http://{host}:{port}/admin/kv/{remote_rid}"
         query = {"engine_id": str(params.get("remote_engine_id"))}
         timeout = aiohttp.ClientTimeout(total=self.st.knobs.kv_pull_timeout_s)
