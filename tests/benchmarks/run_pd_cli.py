@@ -24,12 +24,17 @@ WORKLOAD = [
 
 
 def run_pd(
-    base_url: str, label: str, results: Path, *extra: str
+    base_url: str,
+    label: str,
+    results: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    workload: list[str] = WORKLOAD,
 ) -> subprocess.CompletedProcess[str]:
     """Run the user-facing wrapper exactly as documented, results under ``results``."""
-    env = {**os.environ, "RESULTS_DIR": str(results), "PYTHON": sys.executable}
+    env = {**os.environ, "RESULTS_DIR": str(results), "PYTHON": sys.executable, **(env or {})}
     return subprocess.run(
-        ["bash", str(RUN_PD), "tiny", base_url, label, *WORKLOAD, *extra],
+        ["bash", str(RUN_PD), "tiny", base_url, label, *workload, *extra],
         env=env,
         capture_output=True,
         text=True,

@@ -105,6 +105,18 @@ def test_without_usage_tokens_are_counted_from_chunks(
     assert [lv["token_sources"] for lv in summary["levels"]] == [{"chunks": 3}] * 2
 
 
+def test_options_come_from_the_environment_too(engine: FakeEngine, results: Path) -> None:
+    env = {"QPS": "4,8", "REQUESTS": "2", "ANSWER_LEN": "5", "NUM_USERS": "2",
+           "NUM_ROUNDS": "2", "SYSTEM_PROMPT": "20", "USER_HISTORY": "5", "QUESTION_LEN": "5",
+           "WARMUP": "0"}  # fmt: skip
+    done = run_pd(engine.url + "/v1", "env", results, "--cooldown", "0", env=env, workload=[])
+    assert done.returncode == 0, done.stderr
+    summary, rows = load(results, "env")
+    assert [(lv["qps"], lv["completed"]) for lv in summary["levels"]] == [(4.0, 2), (8.0, 2)]
+    assert summary["config"]["users"] == 2
+    assert {row["output_tokens"] for row in rows} == {"5"}
+
+
 @pytest.fixture
 def faulty(engine: FakeEngine) -> Iterator[FakeEngine]:
     """The module's engine, with whatever faults a test injects cleared afterwards."""
