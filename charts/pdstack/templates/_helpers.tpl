@@ -298,6 +298,11 @@ at run time).
 {{- with $lc.chunkSize }}{{ $_ := set $cfg "chunk_size" . }}{{ end -}}
 {{- $_ := set $cfg "local_cpu" (ternary $lc.localCpu (not $pd) (hasKey $lc "localCpu")) -}}
 {{- if hasKey $lc "maxLocalCpuSize" }}{{ $_ := set $cfg "max_local_cpu_size" $lc.maxLocalCpuSize }}{{ end -}}
+{{- /* production-stack's cpuOffloadingBufferSize (GB): CPU offload on when above zero. */ -}}
+{{- if and (hasKey $lc "cpuOffloadingBufferSize") (not (hasKey $lc "maxLocalCpuSize")) -}}
+{{- $_ := set $cfg "local_cpu" (gt (float64 $lc.cpuOffloadingBufferSize) 0.0) -}}
+{{- $_ := set $cfg "max_local_cpu_size" $lc.cpuOffloadingBufferSize -}}
+{{- end -}}
 {{- with $lc.localDisk }}{{ $_ := set $cfg "local_disk" . }}{{ end -}}
 {{- if hasKey $lc "maxLocalDiskSize" }}{{ $_ := set $cfg "max_local_disk_size" $lc.maxLocalDiskSize }}{{ end -}}
 {{- if $pd -}}
