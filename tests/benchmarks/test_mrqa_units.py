@@ -81,6 +81,10 @@ def test_stream_error_events_and_error_bodies_name_a_reason() -> None:
         )
     with pytest.raises(StreamFailure, match="bad_chunk"):
         _apply_event(RequestResult(0.0), "{not json", 1.0, [0.0])
+    with pytest.raises(StreamFailure, match="bad_chunk"):
+        _apply_event(RequestResult(0.0), _event({"choices": ["text"]}), 1.0, [0.0])
+    finish_only = {"choices": [{"index": 0, "finish_reason": "stop"}]}
+    assert not _apply_event(RequestResult(0.0), _event(finish_only), 1.0, [0.0])
     body = json.dumps({"error": {"message": "m", "code": "prefill_failed"}}).encode()
     assert _error_reason(502, body, {}) == "http_502:prefill_failed"
     assert _error_reason(503, b"{}", {"x-pdstack-pd-reason": "timeout"}) == "http_503:timeout"

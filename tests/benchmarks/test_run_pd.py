@@ -131,6 +131,7 @@ def faulty(engine: FakeEngine) -> Iterator[FakeEngine]:
         ("die_mid_stream;after_chunks=3", "disconnected"),
         ("truncated_stream;after_chunks=3", "incomplete_stream"),
         ("stall_mid_stream;after_chunks=3", "timeout"),
+        ("invalid_json", "bad_chunk"),
     ],
 )
 def test_a_failing_engine_is_counted_by_reason(

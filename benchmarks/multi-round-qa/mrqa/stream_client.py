@@ -103,7 +103,11 @@ def _apply_event(result: RequestResult, data: str, now: float, last_token_at: li
         if usage.get("prompt_tokens") is not None:
             result.usage_prompt_tokens = int(usage["prompt_tokens"])
     for choice in event.get("choices") or []:
-        delta = choice.get("delta") or {}
+        if not isinstance(choice, dict):
+            raise StreamFailure("bad_chunk")
+        delta = choice.get("delta") or {}  # a final chunk may carry only finish_reason
+        if not isinstance(delta, dict):
+            raise StreamFailure("bad_chunk")
         texts = [delta.get(name) for name in _TEXT_FIELDS]
         if not any(texts):
             continue
@@ -164,5 +168,9 @@ async def stream_chat(session: aiohttp.ClientSession, request: StreamRequest) ->
         result.reason = "disconnected"
     except aiohttp.ClientError as exc:
         result.reason = f"client_error:{type(exc).__name__}"
+    except ValueError:
+        result.reason = "bad_chunk"  # e.g. a line longer than the reader's limit
+    except Exception as exc:  # one odd response must never stop the whole benchmark
+        result.reason = f"unexpected:{type(exc).__name__}"
     result.e2e = time.monotonic() - result.launched_at
     return result
