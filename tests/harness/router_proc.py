@@ -52,7 +52,7 @@ class RouterProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, wait_ready: bool = True, timeout: float = 20.0) -> RouterProcess:
+    def start(self, wait_ready: bool = True, timeout: float = 60.0) -> RouterProcess:
         self.port = self.port or free_port()
         argv = [
             sys.executable,

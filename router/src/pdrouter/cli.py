@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 
 import orjson
@@ -50,10 +51,36 @@ def setup_logging(settings: RouterSettings) -> None:
 def app_factory() -> object:
     """Entry point for uvicorn worker processes: settings come back from the environment."""
     from pdrouter.api.app import create_app
+    from pdrouter.workers.protocol import CONTROL_SOCKET_ENV
 
     settings = load_settings([], os.environ)
     setup_logging(settings)
-    return create_app(settings)
+    return create_app(settings, control_socket=os.environ[CONTROL_SOCKET_ENV])
+
+
+def run_workers(settings: RouterSettings, common: dict[str, object]) -> None:
+    """N uvicorn workers on one port, fed by a control plane in this process."""
+    from pdrouter.workers.control_plane import ControlPlane
+    from pdrouter.workers.protocol import CONTROL_SOCKET_ENV
+
+    with tempfile.TemporaryDirectory(prefix="pdstack-router-") as tmp:
+        metrics_dir = os.path.join(tmp, "metrics")
+        os.mkdir(metrics_dir)
+        socket_path = os.path.join(tmp, "control.sock")
+        plane = ControlPlane(settings, socket_path)
+        plane.start_in_thread()
+        os.environ.update(settings_as_env(settings))
+        os.environ[CONTROL_SOCKET_ENV] = socket_path
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        try:
+            uvicorn.run(
+                "pdrouter.cli:app_factory",
+                factory=True,
+                workers=settings.workers,
+                **common,  # type: ignore[arg-type]
+            )
+        finally:
+            plane.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,13 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "backlog": 4096,
     }
     if settings.workers > 1:
-        os.environ.update(settings_as_env(settings))
-        uvicorn.run(
-            "pdrouter.cli:app_factory",
-            factory=True,
-            workers=settings.workers,
-            **common,  # type: ignore[arg-type]
-        )
+        run_workers(settings, common)
         return 0
     from pdrouter.api.app import create_app
 

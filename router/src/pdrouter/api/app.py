@@ -35,9 +35,15 @@ def _build_pd(state: AppState) -> tuple[Handler, list[Any]]:
     return orchestrator.handle, [transport]
 
 
-def create_app(settings: RouterSettings, discovery: Discovery | None = None) -> FastAPI:
-    """Build the app. `discovery` lets tests inject their own engine source."""
-    state = build_state(settings, discovery)
+def create_app(
+    settings: RouterSettings,
+    discovery: Discovery | None = None,
+    control_socket: str | None = None,
+) -> FastAPI:
+    """Build the app. `discovery` lets tests inject their own engine source; `control_socket`
+    makes this app one worker of several (see pdrouter.workers)."""
+    state = build_state(settings, discovery, control_socket)
+    registry = state.metrics.exposition_registry()
     pd = settings.routing_logic is RoutingLogic.DISAGG_PREFILL
     handler: Handler = state.aggregated.handle
     lifecycle: list[Any] = []
@@ -51,11 +57,13 @@ def create_app(settings: RouterSettings, discovery: Discovery | None = None) -> 
         for part in lifecycle:
             await part.start()
         await state.discovery.start(on_endpoints(state))  # type: ignore[arg-type]
-        await state.scraper.start()
+        if state.scrape:
+            await state.scraper.start()
         try:
             yield
         finally:
-            await state.scraper.stop()
+            if state.scrape:
+                await state.scraper.stop()
             await state.discovery.stop()
             for part in reversed(lifecycle):
                 await part.stop()
@@ -115,7 +123,7 @@ def create_app(settings: RouterSettings, discovery: Discovery | None = None) -> 
 
     @app.get("/metrics", summary="The router's own Prometheus metrics.")
     async def metrics() -> Response:
-        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/engines", summary="What the router knows about each engine.")
     async def engines() -> Response:
@@ -130,7 +138,7 @@ def create_app(settings: RouterSettings, discovery: Discovery | None = None) -> 
                     "model": s.endpoint.model,
                     "role": s.endpoint.role.value,
                     "healthy": s.healthy,
-                    "breaker": s.breaker.state.name.lower(),
+                    "breaker": "open" if s.peer_breaker_open else s.breaker.state.name.lower(),
                     "in_flight": s.in_flight,
                     "waiting": s.metrics.waiting,
                     "running": s.metrics.running,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pdrouter.api.auth import ApiKeyCheck
 from pdrouter.config import DiscoveryKind, PdFallback, RouterSettings, RoutingLogic
@@ -62,7 +62,7 @@ class AppState:
     scraper: EngineScraper
     auth: ApiKeyCheck
     aggregated: AggregatedProxy
-    extras: list[object] = field(default_factory=list)
+    scrape: bool = True  # False in a worker: the control plane scrapes for all workers
 
     @property
     def pd_mode(self) -> bool:
@@ -106,7 +106,13 @@ def build_discovery(settings: RouterSettings) -> Discovery:
     )
 
 
-def build_state(settings: RouterSettings, discovery: Discovery | None = None) -> AppState:
+def build_state(
+    settings: RouterSettings,
+    discovery: Discovery | None = None,
+    control_socket: str | None = None,
+) -> AppState:
+    """Wire the application. With `control_socket`, this is one of several worker processes:
+    engines, health and breaker state come from the control plane at that socket."""
     pool = EnginePool(
         settings.breaker_failure_threshold,
         settings.breaker_cooldown,
@@ -133,6 +139,10 @@ def build_state(settings: RouterSettings, discovery: Discovery | None = None) ->
         scrape_headers,
         on_probe,
     )
+    if control_socket is not None:
+        from pdrouter.workers.follower import ControlPlaneFollower
+
+        discovery = ControlPlaneFollower(control_socket, pool)
     return AppState(
         settings=settings,
         pool=pool,
@@ -142,6 +152,7 @@ def build_state(settings: RouterSettings, discovery: Discovery | None = None) ->
         scraper=scraper,
         auth=auth,
         aggregated=AggregatedProxy(pool, build_logic(settings), client, metrics),
+        scrape=control_socket is None,
     )
 
 

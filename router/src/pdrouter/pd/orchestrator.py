@@ -202,7 +202,7 @@ class PdOrchestrator:
         raise pd_errors.kv_missing(message)
 
     def _charge_timeout(self, engine: EngineState) -> None:
-        if engine.breaker.record_failure():
+        if engine.record_failure():
             log.warning("engine %s: breaker opened", engine.endpoint.display_name)
 
     async def _send_prefill(

@@ -58,10 +58,9 @@ class EngineCall:
         engine = self.engine
         engine.in_flight -= 1
         if engine_fault:
-            if engine.breaker.record_failure():
-                pass  # the state gauge shows it; the proxy logs the failure that caused it
+            engine.record_failure()
         elif outcome in ("ok", "client_error"):
-            engine.breaker.record_success()
+            engine.record_success()
         engine.requests.on_finish(now, now - self.started)
         name = engine.endpoint.display_name
         role = engine.endpoint.role.value

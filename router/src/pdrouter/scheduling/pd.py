@@ -42,7 +42,12 @@ class PdUnavailable(Exception):
 def decode_score(state: EngineState) -> tuple[float, float, float, str]:
     """Decode engines are busy when many requests run or their KV cache is full."""
     m = state.metrics
-    return (m.running + state.in_flight, m.kv_cache_usage, m.waiting, state.id)
+    return (
+        m.running + state.in_flight + state.peer_in_flight,
+        m.kv_cache_usage,
+        m.waiting,
+        state.id,
+    )
 
 
 def pick_decode(candidates: Sequence[EngineState]) -> EngineState:

@@ -18,12 +18,16 @@ class EngineState:
         "breaker",
         "consecutive_failures",
         "endpoint",
+        "failures_total",
         "healthy",
         "in_flight",
         "last_scrape_error",
         "metrics",
+        "peer_breaker_open",
+        "peer_in_flight",
         "probed",
         "requests",
+        "successes_total",
     )
 
     def __init__(self, endpoint: Endpoint, breaker: CircuitBreaker, stats_window: float) -> None:
@@ -36,6 +40,11 @@ class EngineState:
         self.last_scrape_error = ""
         self.in_flight = 0
         self.requests = RequestStats(stats_window)
+        # Multi-worker mode: what the other worker processes contribute (see pdrouter.workers).
+        self.peer_in_flight = 0
+        self.peer_breaker_open = False
+        self.failures_total = 0
+        self.successes_total = 0
 
     @property
     def id(self) -> str:
@@ -43,12 +52,21 @@ class EngineState:
 
     @property
     def routable(self) -> bool:
-        return self.healthy and self.breaker.allows()
+        return self.healthy and not self.peer_breaker_open and self.breaker.allows()
+
+    def record_failure(self) -> bool:
+        """Charge a failure to this engine's breaker; True if that opened it."""
+        self.failures_total += 1
+        return self.breaker.record_failure()
+
+    def record_success(self) -> None:
+        self.successes_total += 1
+        self.breaker.record_success()
 
     @property
     def load(self) -> float:
         """Queue depth as the router sees it: its own in-flight plus the engine's waiting queue."""
-        return self.in_flight + self.metrics.waiting
+        return self.in_flight + self.peer_in_flight + self.metrics.waiting
 
 
 class EnginePool:
@@ -81,6 +99,7 @@ class EnginePool:
             if old is not None:  # same engine, changed metadata: keep what we learned
                 state.metrics, state.healthy, state.probed = old.metrics, old.healthy, old.probed
                 state.in_flight, state.requests = old.in_flight, old.requests
+                state.breaker = old.breaker
             else:
                 added.append(state)
             new[ep.id] = state

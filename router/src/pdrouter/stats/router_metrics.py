@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from pdrouter.stats.engine_state import EnginePool
@@ -203,4 +205,15 @@ class RouterMetrics:
             ["engine", "outcome"],
             registry=r,
         )
-        r.register(_PoolCollector(pool, window))
+        self._pool_collector = _PoolCollector(pool, window)
+        r.register(self._pool_collector)
+
+    def exposition_registry(self) -> CollectorRegistry:
+        """What /metrics serves: this registry, or with several worker processes
+        (PROMETHEUS_MULTIPROC_DIR set) the sum over all workers plus the engine gauges."""
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return self.registry
+        combined = CollectorRegistry()
+        MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+        combined.register(self._pool_collector)
+        return combined
