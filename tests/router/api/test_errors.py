@@ -197,3 +197,15 @@ def test_no_engine_ready_is_503_with_retry_after(fake_engine_factory) -> None:  
         resp = httpx.post(r.url + "/v1/completions", json=OK)
         _error(resp, 503, "no_ready_engine")
         assert resp.headers["retry-after"] == "1"
+
+
+def test_unknown_route_and_wrong_method_are_openai_errors(r) -> None:  # type: ignore[no-untyped-def]
+    _error(httpx.get(r.url + "/v1/completions"), 405, "method_not_allowed")
+    _error(httpx.post(r.url + "/v1/embeddings", json={}), 404, "not_found")
+
+
+def test_openapi_describes_the_generation_routes(r) -> None:  # type: ignore[no-untyped-def]
+    paths = httpx.get(r.url + "/openapi.json").json()["paths"]
+    body = paths["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["required"] == ["model", "messages"]
+    assert "/v1/completions" in paths and "/ready" in paths

@@ -8,13 +8,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from pdrouter import __version__
 from pdrouter.api.openai_endpoint import Handler, OpenAIEndpoint
+from pdrouter.api.openapi import add_generation_routes
 from pdrouter.api.state import AppState, build_state, on_endpoints
 from pdrouter.config import RouterSettings, RoutingLogic
 from pdrouter.discovery.base import Discovery
@@ -158,18 +161,33 @@ def create_app(
             }
         )
 
-    @app.exception_handler(404)
-    async def not_found(request: Any, exc: Any) -> JSONResponse:
-        return JSONResponse(
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _json(
             {
                 "error": {
-                    "message": f"no route {request.url.path}",
+                    "message": f"{exc.detail}: {request.method} {request.url.path}",
                     "type": "invalid_request_error",
-                    "code": "not_found",
+                    "code": code,
                     "param": None,
                 }
             },
-            404,
+            exc.status_code,
+            dict(exc.headers or {}),
         )
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = add_generation_routes(
+                get_openapi(
+                    title=app.title,
+                    version=app.version,
+                    description=app.description,
+                    routes=app.routes,
+                )
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
