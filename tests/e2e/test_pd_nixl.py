@@ -1,0 +1,117 @@
+"""Prefill/decode disaggregation over NIXL with real vLLM engines (1 prefill + 1 decode).
+
+What a user would check: the decode engine loaded the prompt's KV from the prefill engine
+instead of recomputing it (its external prefix-cache hits grow by the prompt's token count),
+the answer is the one a single engine gives, streaming still streams, and the router's own
+metrics count the request as disaggregated.
+"""
+
+from __future__ import annotations
+
+import time
+
+import procs
+import pytest
+
+from tests.e2e.conftest import EnginePair, RouterFactory
+from tests.e2e.helpers import (
+    GREEDY,
+    MODEL,
+    client,
+    engine_chat,
+    engine_completion,
+    metric,
+    unique_prompt,
+    wait_for_value,
+)
+
+EXTERNAL_HITS = "vllm:external_prefix_cache_hits_total"
+DISAGGREGATED = ("pdstack_router_pd_decisions_total", {"decision": "disaggregated"})
+
+
+@pytest.fixture(scope="module")
+def router(engine_pair: EnginePair, router_factory: RouterFactory) -> procs.ManagedProcess:
+    """A disagg_prefill router: prefill engine on core 0, decode engine on core 1."""
+    return router_factory.start(
+        [engine_pair.prefill.url, engine_pair.decode.url],
+        ["prefill", "decode"],
+        "disagg_prefill",
+        extra_args=("--kv-transport", "nixl"),
+    )
+
+
+@pytest.mark.parametrize("repeats", [1, 4, 8])
+def test_decode_loads_whole_prompt_kv_and_matches_single_engine(
+    router: procs.ManagedProcess, healthy_pair: EnginePair, repeats: int
+) -> None:
+    decode = healthy_pair.decode.url
+    prompt = unique_prompt(repeats)
+    hits_before = metric(decode, EXTERNAL_HITS)
+    decisions_before = metric(router.url, DISAGGREGATED[0], **DISAGGREGATED[1])
+
+    resp = client(router.url).completions.create(
+        model=MODEL, prompt=prompt, max_tokens=16, **GREEDY
+    )
+
+    assert resp.usage is not None
+    prompt_tokens = resp.usage.prompt_tokens
+    hits = wait_for_value(lambda: metric(decode, EXTERNAL_HITS) - hits_before, prompt_tokens)
+    assert hits == prompt_tokens, "decode engine recomputed instead of loading the KV"
+    expected, _ = engine_completion(healthy_pair.prefill.url, prompt, 16)
+    assert resp.choices[0].text == expected
+    assert resp.usage.completion_tokens == 16
+    assert metric(router.url, DISAGGREGATED[0], **DISAGGREGATED[1]) == decisions_before + 1
+
+
+def test_chat_stream_arrives_while_decode_runs(
+    router: procs.ManagedProcess, healthy_pair: EnginePair
+) -> None:
+    decode = healthy_pair.decode.url
+    content = unique_prompt(repeats=3)
+    max_tokens = 400  # a few seconds of decoding on one core: long enough to watch it stream
+    hits_before = metric(decode, EXTERNAL_HITS)
+
+    stream = client(router.url).chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": content}],
+        max_tokens=max_tokens,
+        stream=True,
+        stream_options={"include_usage": True},
+        **GREEDY,
+    )
+    deltas: list[str] = []
+    arrivals: list[float] = []
+    running_at_first_token = -1.0
+    usage = None
+    for chunk in stream:
+        usage = chunk.usage or usage
+        text = chunk.choices[0].delta.content if chunk.choices else None
+        if not text:
+            continue
+        if not deltas:
+            # Streaming means the first tokens reach us while the decoder is still generating.
+            running_at_first_token = metric(decode, "vllm:num_requests_running")
+        deltas.append(text)
+        arrivals.append(time.monotonic())
+
+    assert running_at_first_token >= 1, "the first chunk arrived only after decoding finished"
+    assert len(deltas) > 10
+    assert len(set(arrivals)) > 1, "all chunks arrived at once"
+    assert usage is not None
+    assert usage.completion_tokens == max_tokens
+    hits = wait_for_value(lambda: metric(decode, EXTERNAL_HITS) - hits_before, usage.prompt_tokens)
+    assert hits == usage.prompt_tokens
+    assert "".join(deltas) == engine_chat(healthy_pair.prefill.url, content, max_tokens)
+
+
+def test_completion_stream_matches_non_stream(
+    router: procs.ManagedProcess, healthy_pair: EnginePair
+) -> None:
+    prompt = unique_prompt(repeats=2)
+    stream = client(router.url).completions.create(
+        model=MODEL, prompt=prompt, max_tokens=24, stream=True, **GREEDY
+    )
+    texts = [c.choices[0].text for c in stream if c.choices]
+    assert len([t for t in texts if t]) > 1
+    expected, _ = engine_completion(healthy_pair.prefill.url, prompt, 24)
+    assert "".join(texts) == expected
