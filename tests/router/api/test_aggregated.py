@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections import Counter
@@ -193,3 +194,20 @@ def test_round_robin_and_session_distribution(fake_engine_factory) -> None:  # t
     for user in ("alice", "bob", "carol", "dave"):
         holders = [c[user] for c in per_engine if c[user]]
         assert holders == [5], f"{user} was split: {per_engine}"
+
+
+def test_json_logs_and_request_log_lines_without_prompts(fake_engine_factory) -> None:  # type: ignore[no-untyped-def]
+    engine = fake_engine_factory(models=["tiny"])
+    args = [*static_args([engine]), "--log-format", "json", "--log-requests"]
+    with RouterProcess(args).start() as r:
+        httpx.post(
+            r.url + "/v1/completions",
+            json={"model": "tiny", "prompt": "secret prompt text", "max_tokens": 1},
+        )
+        time.sleep(0.2)
+        log = r.log_text()
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert any(
+        entry["logger"] == "pdrouter.access" and "outcome=ok" in entry["msg"] for entry in lines
+    )
+    assert "secret prompt text" not in log
