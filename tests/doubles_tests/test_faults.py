@@ -181,3 +181,16 @@ def test_start_many_engines_in_parallel(fake_engine_factory) -> None:  # type: i
     engines = fake_engine_factory.many(3, ttft_ms=1)
     assert len({e.port for e in engines}) == 3
     assert all(post(e, BODY).status_code == 200 for e in engines)
+
+
+def test_client_disconnect_mid_stream_cancels_the_request(engine: FakeEngine) -> None:
+    engine.admin_config(itl_ms=50)
+    with httpx.stream(
+        "POST", engine.url + "/v1/completions", json={**STREAM, "max_tokens": 20}
+    ) as r:
+        next(r.iter_lines())  # read one chunk, then hang up
+    deadline = time.monotonic() + 5
+    while engine.stats()["cancelled"] < 1:  # what a router's abort propagation looks like
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert engine.stats()["running"] == 0
