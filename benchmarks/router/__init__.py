@@ -1,0 +1,1 @@
+"""Router overhead benchmark: the same load direct to fake engines and through routers."""

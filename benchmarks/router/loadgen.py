@@ -1,0 +1,254 @@
+"""Closed-loop load generator for streamed completions on raw asyncio sockets.
+
+    python -m benchmarks.router.loadgen --url http://127.0.0.1:8000 --concurrency 32 \
+        --max-tokens 16 --start-at <monotonic> --warmup 1 --duration 5
+
+Each of `--concurrency` workers owns one keep-alive HTTP/1.1 connection and sends the next
+request as soon as the previous stream ends. The client is a small hand-written HTTP/1.1 parser
+(chunked or content-length bodies) rather than aiohttp, because a load generator that costs as
+much CPU per request as the router under test would measure itself. It prints one JSON object:
+every sample (start, ttft, e2e, ok, tokens) relative to `--start-at`, plus its own CPU seconds.
+Several processes can share one `--start-at` (CLOCK_MONOTONIC is system-wide), so the parent
+merges their samples into one timeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import cast
+from urllib.parse import urlsplit
+
+_DONE = b"data: [DONE]"
+
+
+class ResponseError(Exception):
+    """The connection broke or the reply was not valid HTTP."""
+
+
+@dataclass
+class Reply:
+    """One finished HTTP response: status, decoded body, and when its first body byte came."""
+
+    status: int
+    body: bytes
+    first_body_at: float
+    keep_alive: bool
+
+
+@dataclass
+class _Parse:
+    """Incremental parser state for one response."""
+
+    status: int = 0
+    chunked: bool = False
+    length: int = -1
+    keep_alive: bool = True
+    in_body: bool = False
+    body: bytearray = field(default_factory=bytearray)
+    first_body_at: float = 0.0
+
+
+class HttpConnection(asyncio.Protocol):
+    """One keep-alive connection that carries one request at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.waiter: asyncio.Future[Reply] | None = None
+        self.parse = _Parse()
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ResponseError(f"connection lost: {exc}"))
+
+    def request(self, data: bytes) -> asyncio.Future[Reply]:
+        """Send one request; the future resolves when its whole response has arrived."""
+        assert self.transport is not None
+        if self.closed:
+            raise ResponseError("connection closed")
+        self.parse = _Parse()
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(data)
+        return self.waiter
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        try:
+            self._advance()
+        except (ValueError, IndexError) as exc:
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_exception(ResponseError(f"bad response: {exc}"))
+            if self.transport is not None:
+                self.transport.close()
+
+    def _advance(self) -> None:
+        p, buf = self.parse, self.buf
+        if not p.in_body:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(buf[:end]).lower().split(b"\r\n")
+            del buf[: end + 4]
+            p.status = int(head[0].split(b" ", 2)[1])
+            for line in head[1:]:
+                name, _, value = line.partition(b":")
+                value = value.strip()
+                if name == b"transfer-encoding" and b"chunked" in value:
+                    p.chunked = True
+                elif name == b"content-length":
+                    p.length = int(value)
+                elif name == b"connection" and value == b"close":
+                    p.keep_alive = False
+            p.in_body = True
+        if buf and not p.first_body_at:
+            p.first_body_at = time.monotonic()
+        if p.chunked:
+            self._chunks()
+        elif 0 <= p.length <= len(buf):
+            p.body += buf[: p.length]
+            del buf[: p.length]
+            self._finish()
+        # neither chunked nor sized: the body ends when the server closes (counted as an error)
+
+    def _chunks(self) -> None:
+        p, buf = self.parse, self.buf
+        while True:
+            eol = buf.find(b"\r\n")
+            if eol < 0:
+                return
+            size = int(bytes(buf[:eol]).split(b";")[0], 16)
+            if size == 0:
+                if buf.find(b"\r\n\r\n", eol) < 0:  # wait for the (empty) trailer section
+                    return
+                del buf[: buf.find(b"\r\n\r\n", eol) + 4]
+                self._finish()
+                return
+            if len(buf) < eol + 2 + size + 2:
+                return
+            p.body += buf[eol + 2 : eol + 2 + size]
+            del buf[: eol + 2 + size + 2]
+
+    def _finish(self) -> None:
+        p = self.parse
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(Reply(p.status, bytes(p.body), p.first_body_at, p.keep_alive))
+
+
+def build_request(host: str, port: int, path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", "Content-Type: application/json"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def judge(reply: Reply) -> tuple[bool, int]:
+    """(ok, streamed token events): ok means HTTP 200 and a stream that ended with [DONE]."""
+    body = reply.body
+    ok = reply.status == 200 and body.rstrip().endswith(_DONE)
+    tokens = body.count(b"data: ") - body.count(_DONE)
+    return ok, max(tokens, 0)
+
+
+async def _connect(host: str, port: int) -> HttpConnection:
+    loop = asyncio.get_running_loop()
+    _, proto = await loop.create_connection(HttpConnection, host, port)
+    return proto
+
+
+async def worker(
+    target: tuple[str, int, bytes], start_at: float, stop_at: float, samples: list[list[float]]
+) -> None:
+    """Send requests back to back on one connection until `stop_at`; reconnect after errors."""
+    host, port, data = target
+    conn: HttpConnection | None = None
+    while time.monotonic() < stop_at:
+        t0 = time.monotonic()
+        try:
+            if conn is None or conn.closed:
+                conn = await _connect(host, port)
+            reply = await conn.request(data)
+        except (OSError, ResponseError):
+            samples.append([t0 - start_at, -1.0, time.monotonic() - t0, 0, 0])
+            conn = None
+            await asyncio.sleep(0.01)  # a refused connection must not spin
+            continue
+        t1 = time.monotonic()
+        ok, tokens = judge(reply)
+        ttft = reply.first_body_at - t0 if reply.first_body_at else -1.0
+        samples.append([t0 - start_at, ttft, t1 - t0, int(ok), tokens])
+        if not reply.keep_alive and conn.transport is not None:
+            conn.transport.close()
+            conn = None
+    if conn is not None and conn.transport is not None:
+        conn.transport.close()
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    payload = {
+        "model": args.model,
+        "prompt": args.prompt,
+        "max_tokens": args.max_tokens,
+        "stream": True,
+        "ignore_eos": True,
+    }
+    body = json.dumps(payload).encode()
+    headers = dict(h.split(":", 1) for h in args.header)
+    targets = []
+    for url in args.url:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        targets.append((host, port, build_request(host, port, args.path, body, headers)))
+    delay = args.start_at - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
+    stop_at = args.start_at + args.warmup + args.duration
+    samples: list[list[float]] = []
+    jobs = [
+        worker(targets[(i + args.offset) % len(targets)], args.start_at, stop_at, samples)
+        for i in range(args.concurrency)
+    ]
+    await asyncio.gather(*jobs)
+    return {"samples": samples}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--url", action="append", required=True, help="base URL (repeat: spread)")
+    ap.add_argument("--path", default="/v1/completions")
+    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--prompt", default="hello world " * 8)
+    ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--offset", type=int, default=0, help="first URL index (spreads processes)")
+    ap.add_argument("--header", action="append", default=[], help="'name: value' (repeatable)")
+    ap.add_argument("--start-at", type=float, default=0.0, help="CLOCK_MONOTONIC start time")
+    ap.add_argument("--warmup", type=float, default=1.0)
+    ap.add_argument("--duration", type=float, default=5.0)
+    args = ap.parse_args()
+    if not args.start_at:
+        args.start_at = time.monotonic()
+    try:
+        import uvloop
+
+        result = uvloop.run(run(args))
+    except ImportError:
+        result = asyncio.run(run(args))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
+    json.dump(result, sys.stdout, separators=(",", ":"))
+
+
+if __name__ == "__main__":
+    main()
