@@ -160,16 +160,18 @@ def test_prefill_failure_is_retried_on_another_prefill(fake_engine_factory) -> N
     good = fake_engine_factory(models=["tiny"], role="prefill", ttft_ms=5)
     d = fake_engine_factory(models=["tiny"], role="decode")
     bad.set_faults(http_error={"status": 503})
-    good.admin_config(ttft_ms=50)  # make `bad` the least-loaded-looking pick first
+    # `good` reports a queue, so the scheduler tries `bad` first every time
+    good.admin_config(metrics_override={"vllm:num_requests_waiting": 3})
     with pd_router([bad, good], [d]) as r:
-        for _ in range(4):
+        for i in range(4):
             resp = httpx.post(
                 r.url + "/v1/completions",
                 timeout=30,
-                json={"model": "tiny", "prompt": PROMPT, "max_tokens": 2},
+                json={"model": "tiny", "prompt": f"{i} {PROMPT}", "max_tokens": 2},
             )
             assert resp.status_code == 200, resp.text
-        assert r.metric("pdstack_router_retries_total", phase="prefill") >= 1
+        assert r.metric("pdstack_router_retries_total", phase="prefill") == 4
+    assert kinds(good) == {"prefill": 4}
 
 
 def test_prefill_timeout_answers_within_deadline(fake_engine_factory) -> None:  # type: ignore[no-untyped-def]

@@ -23,7 +23,7 @@ from pdrouter.proxy.errors import (
 from pdrouter.proxy.outcome import BodyOutcome, Outcome, StreamOutcome
 from pdrouter.proxy.tracking import EngineCall
 from pdrouter.proxy.upstream import engine_headers, error_detail, relay_chunks
-from pdrouter.scheduling.logic import RoutingLogic
+from pdrouter.scheduling.logic import RoutingLogic, least_loaded
 from pdrouter.stats.engine_state import EnginePool, EngineState
 from pdrouter.stats.router_metrics import RouterMetrics
 
@@ -66,7 +66,9 @@ class AggregatedProxy:
             pool = [s for s in candidates if s.id not in tried]
             if not pool:
                 break
-            engine = self.logic.pick(pool, req.features)
+            # The routing logic chooses once; a retry takes the least loaded of the rest, so a
+            # dead engine does not shift a round-robin cycle onto itself.
+            engine = self.logic.pick(pool, req.features) if not attempt else least_loaded(pool)
             tried.add(engine.id)
             if attempt:
                 self.metrics.retries.labels("aggregated").inc()

@@ -108,6 +108,8 @@ class EngineScraper:
         if ok:
             if not state.healthy:
                 log.info("engine %s is healthy again", state.endpoint.display_name)
+                # Failures from before the outage say nothing about the engine that came back.
+                state.breaker.record_success()
             state.healthy = True
             state.consecutive_failures = 0
             state.last_scrape_error = ""
