@@ -1,0 +1,166 @@
+"""The PD fault matrix: one table of engine faults, each checked end to end.
+
+A real router (disagg_prefill, NIXL transport) runs over fake engine processes (test doubles)
+told to misbehave. Each row asserts what the client gets (status, error code, PD headers or the
+final SSE error event), that the answer came within the configured deadlines plus slack, and
+the router's state after: nothing left in flight, the failure counted, no leaked sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.doubles.engine_proc import FakeEngine
+from tests.faults.pd_scenarios import SCENARIOS, Scenario
+from tests.faults.report import MatrixRecorder, MatrixRow
+from tests.faults.stack import (
+    Answer,
+    by_url,
+    call,
+    engine_view,
+    in_flight_total,
+    metric_delta,
+    open_sockets,
+    pd_router_args,
+    request_body,
+    router_pid,
+    wait_for,
+)
+from tests.harness.router_proc import RouterProcess
+
+pytestmark = pytest.mark.faults
+
+
+class PdFleet:
+    """Two prefill and two decode engines shared by the module, and routers over them."""
+
+    def __init__(self, factory: Any) -> None:
+        prefill = by_url([factory(role="prefill") for _ in range(2)])
+        decode = by_url([factory(role="decode", itl_ms=20) for _ in range(2)])
+        self.slots: dict[str, FakeEngine] = {
+            "P0": prefill[0],
+            "P1": prefill[1],
+            "D0": decode[0],
+            "D1": decode[1],
+        }
+        one = ["--prefill-max-retries", "1", "--decode-max-retries", "1"]
+        self.routers = {
+            "2p2d": RouterProcess(pd_router_args(prefill, decode, *one)),
+            "1p1d": RouterProcess(pd_router_args(prefill[:1], decode[:1], *one)),
+            "recompute": RouterProcess(
+                pd_router_args(prefill[:1], decode[:1], "--pd-on-missing-kv", "recompute")
+            ),
+        }
+        for router in self.routers.values():
+            router.start()
+        self.baseline = {name: self._settled_sockets(r) for name, r in self.routers.items()}
+
+    def _settled_sockets(self, router: RouterProcess) -> int:
+        """Sockets after one good request (pooled engine connections exist from then on)."""
+        assert call(router.url, request_body()).status == 200
+        return open_sockets(router_pid(router))
+
+    def reset(self) -> None:
+        """Faults off, counters cleared, killed engines back, and every router sees them."""
+        for engine in self.slots.values():
+            if not engine.alive:
+                engine.start()
+            engine.reset()
+        for router in self.routers.values():
+            assert wait_for(lambda r=router: _all_healthy(r), 10), engine_view(router)
+
+    def stop(self) -> None:
+        for router in self.routers.values():
+            router.stop()
+
+
+def _all_healthy(router: RouterProcess) -> bool:
+    return all(row["healthy"] for row in engine_view(router).values())
+
+
+@pytest.fixture(scope="module")
+def fleet(fake_engine_factory_module: Any) -> Iterator[PdFleet]:
+    fleet = PdFleet(fake_engine_factory_module)
+    try:
+        yield fleet
+    finally:
+        fleet.stop()
+
+
+def _check_answer(sc: Scenario, ans: Answer) -> None:
+    assert ans.status == sc.status, ans.body[:500]
+    if sc.stream and sc.status == 200:
+        assert ans.events, "expected an SSE stream"
+        assert ans.events[-1] == b"[DONE]", ans.body[-300:]
+        assert ans.error_code == sc.code, ans.body[-300:]
+        return
+    if sc.code is None:
+        assert ans.error_code is None, ans.body[:300]
+        assert ans.json["choices"], ans.body[:300]
+        return
+    err = ans.json["error"]
+    assert {"message", "type", "code"} <= set(err)
+    assert err["code"] == sc.code
+    assert ans.headers["x-pdstack-pd-reason"] == sc.code
+    assert ans.headers["x-pdstack-pd-phase"] == sc.phase
+    assert ans.headers["x-pdstack-retryable"] in ("true", "false")
+
+
+@pytest.mark.parametrize(
+    "sc",
+    [
+        pytest.param(s, id=s.id, marks=pytest.mark.xfail(strict=True, reason=s.xfail))
+        if s.xfail
+        else pytest.param(s, id=s.id)
+        for s in SCENARIOS
+    ],
+)
+def test_pd_fault(sc: Scenario, fleet: PdFleet, matrix: MatrixRecorder) -> None:
+    fleet.reset()
+    router = fleet.routers[sc.router]
+    for slot, faults in sc.faults.items():
+        fleet.slots[slot].set_faults(**faults)
+    for slot in sc.kill:
+        fleet.slots[slot].kill()
+    before = router.metrics()
+
+    ans = call(router.url, request_body(stream=sc.stream), timeout=sc.bound + 3)
+    observed = f"{ans.status} {ans.error_code or ''}".strip()
+    if ans.headers.get("x-pdstack-pd-phase"):
+        observed += f" phase `{ans.headers['x-pdstack-pd-phase']}`"
+    matrix.add(MatrixRow(sc.id, sc.router.upper(), sc.expected, observed, ans.elapsed, sc.bound))
+    _check_answer(sc, ans)
+    assert ans.elapsed <= sc.bound, f"answered in {ans.elapsed:.2f}s > {sc.bound:.1f}s"
+
+    # The router's state after: nothing in flight, the failure counted, engines untouched.
+    assert wait_for(lambda: in_flight_total(router) == 0, 3), engine_view(router)
+    after = router.metrics()
+    if (sc.code and sc.status != 200) or (sc.stream and sc.code):
+        assert metric_delta(before, after, "pdstack_router_errors_total", code=sc.code) >= 1
+    for slot in sc.charged:
+        engine = fleet.slots[slot].url.split("://")[1]
+        delta = metric_delta(
+            before, after, "pdstack_router_engine_requests_total", engine=engine, outcome="error"
+        )
+        assert delta >= 1, f"failure of {slot} not counted"
+    if sc.metric is not None:
+        name, labels = sc.metric
+        assert metric_delta(before, after, name, **labels) >= 1, name
+    for slot in sc.untouched:
+        if fleet.slots[slot].alive:
+            assert fleet.slots[slot].stats()["by_path"] == {}, f"{slot} got a request"
+
+
+def test_no_leaked_sockets_after_the_matrix(fleet: PdFleet) -> None:
+    """After every scenario ran, each router's sockets return to their settled baseline."""
+    fleet.reset()
+    for name, router in fleet.routers.items():
+        pid = router_pid(router)
+        # Pooled keep-alive connections to engines are allowed: one per engine and scraper.
+        limit = fleet.baseline[name] + 2 * len(fleet.slots)
+        settled = wait_for(lambda p=pid, lim=limit: open_sockets(p) <= lim, 5)  # type: ignore[misc]
+        print(f"router {name}: baseline {fleet.baseline[name]} now {open_sockets(pid)}")
+        assert settled, f"router {name}: {open_sockets(pid)} sockets > {limit}"
