@@ -27,13 +27,13 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def pd_stack() -> Iterator[tuple[str, FakeEngine, FakeEngine]]:
     """A prefill and a decode engine behind the router in disagg_prefill mode."""
-    import fake_stack  # benchmarks/multi-round-qa, on sys.path via conftest
+    import local_stack  # benchmarks/multi-round-qa, on sys.path via conftest
 
     knobs: dict[str, Any] = {"models": ["tiny"], "ttft_ms": 10, "itl_ms": 1}
     with (
         start_fake_engine(**knobs, role="prefill") as prefill,
         start_fake_engine(**knobs, role="decode") as decode,
-        fake_stack.router(
+        local_stack.router(
             [prefill.url, decode.url], ["prefill", "decode"], "disagg_prefill"
         ) as base_url,
     ):
