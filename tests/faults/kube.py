@@ -81,7 +81,8 @@ class KubeApiThread:
         path.write_text(
             "apiVersion: v1\nkind: Config\n"
             f"clusters:\n- name: fake\n  cluster: {{server: {self.server.url}}}\n"
-            f"contexts:\n- name: fake\n  context: {{cluster: fake, user: t, namespace: {NAMESPACE}}}\n"
+            "contexts:\n- name: fake\n"
+            f"  context: {{cluster: fake, user: t, namespace: {NAMESPACE}}}\n"
             "current-context: fake\nusers:\n- name: t\n  user: {token: test-token}\n"
         )
         return path
