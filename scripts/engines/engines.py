@@ -104,7 +104,10 @@ def start_vllm(
         "DO_NOT_TRACK": "1",
         "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB; 1 GiB holds ~2M tokens of this model
         "VLLM_CPU_OMP_THREADS_BIND": str(core),
+        # Keep every socket on loopback: vLLM's internal queues, NIXL's handshake, UCX.
+        "VLLM_HOST_IP": LOOPBACK,
         "VLLM_NIXL_SIDE_CHANNEL_HOST": LOOPBACK,
+        "UCX_NET_DEVICES": "lo",
         "VLLM_NIXL_SIDE_CHANNEL_PORT": str(side_channel_port),
         "NIXL_PTHR_DELAY_US": str(NIXL_PTHR_DELAY_US),
         "PYTHONPATH": os.pathsep.join(

@@ -25,7 +25,7 @@ SERVED_MODEL = "tiny"
 # the TTFT histogram then tells which requests carried prefill params.
 TTFT = "400ms"
 KV_TRANSFER_LATENCY = "5ms"
-INTER_TOKEN_LATENCY = "2ms"
+INTER_TOKEN_LATENCY = "20ms"
 
 
 def ensure_sim() -> Path:

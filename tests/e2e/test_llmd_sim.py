@@ -27,7 +27,10 @@ from tests.e2e.helpers import MODEL, client, metric
 PREFILLS = 4
 DECODES = 8
 REQUESTS = 96
-CONCURRENCY = 16
+# Each request spends ~0.4 s in prefill and ~0.65 s in decode (32 tokens x 20 ms), so with 24
+# clients about 15 decodes overlap: enough that a least-loaded picker must use all 8 decoders.
+CONCURRENCY = 24
+MAX_TOKENS = 32
 SUCCESS = "vllm:request_success_total"
 TTFT_COUNT = "vllm:time_to_first_token_seconds_count"
 FAST_TTFT_BUCKET = "0.1"  # well below the simulators' 400 ms prefill TTFT
@@ -72,22 +75,23 @@ def fleet(sim_binary: Path, e2e_logs: Path, router_factory: RouterFactory) -> It
 def one_request(router_url: str, i: int) -> int:
     """A mix of completions and chat, streamed and not; returns generated tokens."""
     api = client(router_url)
+    extra = {"max_tokens": MAX_TOKENS, "extra_body": {"ignore_eos": True}}
     prompt = f"request {i}: " + "tell me about disaggregated serving " * (1 + i % 5)
     if i % 4 == 0:
-        resp = api.completions.create(model=MODEL, prompt=prompt, max_tokens=8)
+        resp = api.completions.create(model=MODEL, prompt=prompt, **extra)
         assert resp.usage is not None
         return resp.usage.completion_tokens
     if i % 4 == 1:
         chat = api.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": prompt}], max_tokens=8
+            model=MODEL, messages=[{"role": "user", "content": prompt}], **extra
         )
         assert chat.usage is not None
         return chat.usage.completion_tokens
     if i % 4 == 2:
-        stream = api.completions.create(model=MODEL, prompt=prompt, max_tokens=8, stream=True)
+        stream = api.completions.create(model=MODEL, prompt=prompt, **extra, stream=True)
         return sum(1 for c in stream if c.choices and c.choices[0].text)
     chat_stream = api.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": prompt}], max_tokens=8, stream=True
+        model=MODEL, messages=[{"role": "user", "content": prompt}], **extra, stream=True
     )
     return sum(1 for c in chat_stream if c.choices and c.choices[0].delta.content)
 
