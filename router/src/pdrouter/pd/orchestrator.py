@@ -36,7 +36,7 @@ from pdrouter.proxy.context import ClientRequest
 from pdrouter.proxy.errors import RouterError, not_found_model
 from pdrouter.proxy.outcome import BodyOutcome, Outcome, StreamOutcome
 from pdrouter.proxy.tracking import EngineCall
-from pdrouter.proxy.upstream import engine_headers, error_detail, relay_chunks
+from pdrouter.proxy.upstream import engine_headers, error_detail, is_json_object, relay_chunks
 from pdrouter.scheduling.logic import PrefixAffinity, SessionAffinity
 from pdrouter.scheduling.pd import (
     PdDecision,
@@ -50,6 +50,9 @@ from pdrouter.stats.engine_state import EnginePool, EngineState
 from pdrouter.stats.router_metrics import RouterMetrics
 
 log = logging.getLogger(__name__)
+
+
+_OUTER_SLACK = 0.05  # seconds
 
 
 class _LegFailed(Exception):
@@ -143,7 +146,9 @@ class PdOrchestrator:
         for attempt in range(attempts):
             tried.add(prefill.id)
             try:
-                async with asyncio.timeout(self.settings.prefill_timeout):
+                # The engine calls inside enforce the deadline themselves (and charge the engine);
+                # this outer guard, a little later, bounds what they do not cover.
+                async with asyncio.timeout(self.settings.prefill_timeout + _OUTER_SLACK):
                     return await self.transport.prefill(
                         req,
                         prefill,
@@ -326,6 +331,9 @@ class PdOrchestrator:
             if resp.status >= 400 or not dreq.stream:
                 raw = await resp.read(self.client.first_byte_timeout)
                 ok = resp.status < 400
+                if ok and not is_json_object(raw):
+                    call.close("error", engine_fault=True)
+                    raise _LegFailed(f"decode engine {name} answered invalid JSON")
                 call.close("ok" if ok else "client_error")
                 if ok and dreq.transform_body is not None:
                     raw = dreq.transform_body(raw)

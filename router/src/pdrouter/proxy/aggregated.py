@@ -22,7 +22,7 @@ from pdrouter.proxy.errors import (
 )
 from pdrouter.proxy.outcome import BodyOutcome, Outcome, StreamOutcome
 from pdrouter.proxy.tracking import EngineCall
-from pdrouter.proxy.upstream import engine_headers, error_detail, relay_chunks
+from pdrouter.proxy.upstream import engine_headers, error_detail, is_json_object, relay_chunks
 from pdrouter.scheduling.logic import RoutingLogic, least_loaded
 from pdrouter.stats.engine_state import EnginePool, EngineState
 from pdrouter.stats.router_metrics import RouterMetrics
@@ -119,6 +119,9 @@ class AggregatedProxy:
                 remaining = self.client.first_byte_timeout - (time.monotonic() - call.started)
                 body = await resp.read(max(remaining, 1.0))
                 ok = resp.status < 400
+                if ok and not is_json_object(body):
+                    call.close("error", engine_fault=True)
+                    raise Retryable(upstream_failed(name, resp.status, "invalid JSON body"))
                 call.close("ok" if ok else "client_error")
                 return BodyOutcome(resp.status, body, resp.headers.get("content-type"))
         except (EngineTimeout, EngineBrokenStream) as exc:

@@ -34,6 +34,14 @@ def error_detail(body: bytes) -> str:
     return body[:200].decode("utf-8", "replace")
 
 
+def is_json_object(body: bytes) -> bool:
+    """A 200 answer that is not a JSON object is the engine's failure, not a success."""
+    try:
+        return isinstance(orjson.loads(body), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
 async def relay_chunks(
     resp: UpstreamResponse,
     call: EngineCall,
