@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,11 +22,14 @@ sys.path.insert(0, str(ROOT / "scripts" / "engines"))
 
 import engines  # noqa: E402
 import procs  # noqa: E402
-import router_proc  # noqa: E402
 import simulators  # noqa: E402
 
+from tests.e2e.harness import EnginePair, EngineSlot, RouterFactory  # noqa: E402
+
 SKIP = os.environ.get("PDSTACK_SKIP_E2E") == "1"
-ENGINE_START_TIMEOUT = 180.0  # observed 30-50 s for a pair; generous for a loaded CI box
+# Per-test limit for e2e tests, fixture set-up included: the first one may install the vLLM
+# environment and build the simulator (minutes on a cold cache).
+E2E_TIMEOUT_S = 1800
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -36,6 +38,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.e2e)
+            item.add_marker(pytest.mark.timeout(E2E_TIMEOUT_S))
             if SKIP:
                 item.add_marker(pytest.mark.skip(reason="PDSTACK_SKIP_E2E=1"))
 
@@ -51,64 +54,6 @@ def tiny_model() -> Path:
     """The vLLM environment and the tiny model, installed on first use."""
     engines.ensure_vllm()
     return engines.ensure_tiny_model()
-
-
-@dataclass
-class EngineSlot:
-    """One engine role at a fixed port, so it can be stopped and started again in place."""
-
-    role: engines.Role
-    core: int
-    port: int
-    side_channel_port: int
-    log_path: Path
-    process: procs.ManagedProcess | None = None
-
-    @property
-    def url(self) -> str:
-        """Base URL of the engine."""
-        return f"http://{procs.LOOPBACK}:{self.port}"
-
-    def start(self) -> None:
-        """Start the engine (returns before it is ready)."""
-        self.process = engines.start_vllm(
-            self.role, self.port, self.core, self.side_channel_port, self.log_path
-        )
-
-    def wait_ready(self) -> float:
-        """Block until /health answers; seconds since start."""
-        assert self.process is not None
-        return self.process.wait_ready(timeout=ENGINE_START_TIMEOUT)
-
-    def kill(self) -> None:
-        """Crash the engine: SIGKILL its whole process group."""
-        if self.process is not None:
-            self.process.kill()
-            self.process = None
-
-    def stop(self) -> None:
-        """Stop the engine gracefully."""
-        if self.process is not None:
-            self.process.stop()
-            self.process = None
-
-    def ensure_running(self) -> None:
-        """Start the engine again if a test stopped it, and wait for it."""
-        if self.process is None or not self.process.alive():
-            self.start()
-            self.wait_ready()
-
-    def metrics(self) -> dict[str, float]:
-        """The engine's Prometheus samples."""
-        return procs.scrape_metrics(self.url + "/metrics")
-
-
-@dataclass
-class EnginePair:
-    """A prefill engine (core 0) and a decode engine (core 1) joined by NIXL over CPU memory."""
-
-    prefill: EngineSlot
-    decode: EngineSlot
 
 
 @pytest.fixture(scope="session")
@@ -147,42 +92,6 @@ def router_factory(e2e_logs: Path) -> Iterator[RouterFactory]:
     factory = RouterFactory(e2e_logs)
     yield factory
     factory.stop_all()
-
-
-class RouterFactory:
-    """Builds routers for a test; remembers them so nothing outlives the session."""
-
-    def __init__(self, logs: Path) -> None:
-        self._logs = logs
-        self._started: list[procs.ManagedProcess] = []
-
-    def start(
-        self,
-        backends: list[str],
-        roles: list[str],
-        routing_logic: str,
-        extra_args: tuple[str, ...] = (),
-        wait_ready: bool = True,
-    ) -> procs.ManagedProcess:
-        """Start one router; by default wait until its /ready says every model is routable."""
-        port = procs.free_port()
-        router = router_proc.start_router(
-            port,
-            backends,
-            roles,
-            self._logs / f"router-{port}.log",
-            routing_logic,
-            extra_args=extra_args,
-        )
-        self._started.append(router)
-        if wait_ready:
-            router.wait_ready(timeout=60.0)
-        return router
-
-    def stop_all(self) -> None:
-        """Stop every router this factory started."""
-        for router in self._started:
-            router.stop()
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,9 @@ import procs
 
 MODEL = "tiny"
 # The tiny model has random weights: check token counts, metrics and equality of greedy output
-# between paths, never the text itself. ignore_eos makes every answer exactly max_tokens long.
-GREEDY: dict[str, object] = {"temperature": 0.0, "extra_body": {"ignore_eos": True}}
+# (temperature 0) between paths, never the text itself. vLLM's ignore_eos (sent as extra body)
+# makes every answer exactly max_tokens long.
+IGNORE_EOS: dict[str, object] = {"ignore_eos": True}
 REQUEST_TIMEOUT = 60.0  # NIXL on 2 cores is jittery (up to ~1 s per request): be generous
 
 _FILLER = (
@@ -41,7 +42,7 @@ def client(base_url: str, max_retries: int = 0) -> openai.OpenAI:
 def engine_completion(engine_url: str, prompt: str, max_tokens: int) -> tuple[str, int]:
     """Greedy completion computed by one engine alone: (text, prompt token count)."""
     resp = client(engine_url).completions.create(
-        model=MODEL, prompt=prompt, max_tokens=max_tokens, **GREEDY
+        model=MODEL, prompt=prompt, max_tokens=max_tokens, temperature=0.0, extra_body=IGNORE_EOS
     )
     assert resp.usage is not None
     return resp.choices[0].text, resp.usage.prompt_tokens
@@ -53,7 +54,8 @@ def engine_chat(engine_url: str, content: str, max_tokens: int) -> str:
         model=MODEL,
         messages=[{"role": "user", "content": content}],
         max_tokens=max_tokens,
-        **GREEDY,
+        temperature=0.0,
+        extra_body=IGNORE_EOS,
     )
     return resp.choices[0].message.content or ""
 

@@ -9,8 +9,15 @@ from __future__ import annotations
 import procs
 import pytest
 
-from tests.e2e.conftest import EnginePair, RouterFactory
-from tests.e2e.helpers import GREEDY, MODEL, client, engine_chat, engine_completion, unique_prompt
+from tests.e2e.harness import EnginePair, RouterFactory
+from tests.e2e.helpers import (
+    IGNORE_EOS,
+    MODEL,
+    client,
+    engine_chat,
+    engine_completion,
+    unique_prompt,
+)
 
 MAX_TOKENS = 12
 
@@ -33,7 +40,7 @@ def test_completion_non_stream_equals_engine(
 ) -> None:
     prompt = unique_prompt()
     resp = client(router.url).completions.create(
-        model=MODEL, prompt=prompt, max_tokens=MAX_TOKENS, **GREEDY
+        model=MODEL, prompt=prompt, max_tokens=MAX_TOKENS, temperature=0.0, extra_body=IGNORE_EOS
     )
     expected, prompt_tokens = engine_completion(engine_pair.prefill.url, prompt, MAX_TOKENS)
     assert resp.choices[0].text == expected
@@ -52,7 +59,8 @@ def test_completion_stream_equals_engine(
         max_tokens=MAX_TOKENS,
         stream=True,
         stream_options={"include_usage": True},
-        **GREEDY,
+        temperature=0.0,
+        extra_body=IGNORE_EOS,
     )
     texts: list[str] = []
     usage = None
@@ -73,7 +81,8 @@ def test_chat_non_stream_equals_engine(
         model=MODEL,
         messages=[{"role": "user", "content": content}],
         max_tokens=MAX_TOKENS,
-        **GREEDY,
+        temperature=0.0,
+        extra_body=IGNORE_EOS,
     )
     assert resp.choices[0].message.role == "assistant"
     assert resp.choices[0].message.content == engine_chat(
@@ -89,7 +98,8 @@ def test_chat_stream_equals_engine(router: procs.ManagedProcess, engine_pair: En
         messages=[{"role": "user", "content": content}],
         max_tokens=MAX_TOKENS,
         stream=True,
-        **GREEDY,
+        temperature=0.0,
+        extra_body=IGNORE_EOS,
     )
     deltas = [c.choices[0].delta.content or "" for c in stream if c.choices]
     assert len([d for d in deltas if d]) > 1, "expected several streamed chunks"

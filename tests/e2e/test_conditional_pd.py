@@ -6,8 +6,8 @@ from __future__ import annotations
 import procs
 import pytest
 
-from tests.e2e.conftest import EnginePair, RouterFactory
-from tests.e2e.helpers import GREEDY, MODEL, client, metric, unique_prompt, wait_for_value
+from tests.e2e.harness import EnginePair, RouterFactory
+from tests.e2e.helpers import IGNORE_EOS, MODEL, client, metric, unique_prompt, wait_for_value
 
 PROMPT_TOKENS = "vllm:prompt_tokens_total"
 MIN_PROMPT_TOKENS = 100
@@ -30,7 +30,7 @@ def test_short_prompt_skips_prefill(router: procs.ManagedProcess, healthy_pair: 
     decode_before = metric(decode, PROMPT_TOKENS)
 
     resp = client(router.url).completions.create(
-        model=MODEL, prompt="def short():", max_tokens=8, **GREEDY
+        model=MODEL, prompt="def short():", max_tokens=8, temperature=0.0, extra_body=IGNORE_EOS
     )
 
     assert resp.usage is not None and resp.usage.prompt_tokens < MIN_PROMPT_TOKENS
@@ -47,7 +47,11 @@ def test_long_prompt_still_uses_prefill(
     prefill = healthy_pair.prefill.url
     prefill_before = metric(prefill, PROMPT_TOKENS)
     resp = client(router.url).completions.create(
-        model=MODEL, prompt=unique_prompt(repeats=6), max_tokens=8, **GREEDY
+        model=MODEL,
+        prompt=unique_prompt(repeats=6),
+        max_tokens=8,
+        temperature=0.0,
+        extra_body=IGNORE_EOS,
     )
     assert resp.usage is not None and resp.usage.prompt_tokens >= MIN_PROMPT_TOKENS
     grown = wait_for_value(

@@ -9,9 +9,9 @@ import openai
 import procs
 import pytest
 
-from tests.e2e.conftest import EnginePair, RouterFactory
+from tests.e2e.harness import EnginePair, RouterFactory
 from tests.e2e.helpers import (
-    GREEDY,
+    IGNORE_EOS,
     MODEL,
     client,
     metric,
@@ -50,7 +50,7 @@ def assert_pd_request_works(router_url: str, pair: EnginePair) -> None:
     decode = pair.decode.url
     before = metric(decode, EXTERNAL_HITS)
     resp = client(router_url).completions.create(
-        model=MODEL, prompt=unique_prompt(), max_tokens=8, **GREEDY
+        model=MODEL, prompt=unique_prompt(), max_tokens=8, temperature=0.0, extra_body=IGNORE_EOS
     )
     assert resp.usage is not None and resp.usage.completion_tokens == 8
     hits = wait_for_value(lambda: metric(decode, EXTERNAL_HITS) - before, resp.usage.prompt_tokens)
@@ -61,7 +61,12 @@ def test_decode_engine_dies_during_stream(
     router: procs.ManagedProcess, healthy_pair: EnginePair
 ) -> None:
     stream = client(router.url).completions.create(
-        model=MODEL, prompt=unique_prompt(), max_tokens=600, stream=True, **GREEDY
+        model=MODEL,
+        prompt=unique_prompt(),
+        max_tokens=600,
+        stream=True,
+        temperature=0.0,
+        extra_body=IGNORE_EOS,
     )
     started = time.monotonic()
     received = 0

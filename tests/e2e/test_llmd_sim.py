@@ -21,8 +21,8 @@ import procs
 import pytest
 import simulators
 
-from tests.e2e.conftest import RouterFactory
-from tests.e2e.helpers import MODEL, client, metric
+from tests.e2e.harness import RouterFactory
+from tests.e2e.helpers import IGNORE_EOS, MODEL, client, metric
 
 PREFILLS = 4
 DECODES = 8
@@ -75,23 +75,33 @@ def fleet(sim_binary: Path, e2e_logs: Path, router_factory: RouterFactory) -> It
 def one_request(router_url: str, i: int) -> int:
     """A mix of completions and chat, streamed and not; returns generated tokens."""
     api = client(router_url)
-    extra = {"max_tokens": MAX_TOKENS, "extra_body": {"ignore_eos": True}}
     prompt = f"request {i}: " + "tell me about disaggregated serving " * (1 + i % 5)
     if i % 4 == 0:
-        resp = api.completions.create(model=MODEL, prompt=prompt, **extra)
+        resp = api.completions.create(
+            model=MODEL, prompt=prompt, max_tokens=MAX_TOKENS, extra_body=IGNORE_EOS
+        )
         assert resp.usage is not None
         return resp.usage.completion_tokens
     if i % 4 == 1:
         chat = api.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": prompt}], **extra
+            model=MODEL,
+            messages=[{"role": "user", "content": prompt}],
+            max_tokens=MAX_TOKENS,
+            extra_body=IGNORE_EOS,
         )
         assert chat.usage is not None
         return chat.usage.completion_tokens
     if i % 4 == 2:
-        stream = api.completions.create(model=MODEL, prompt=prompt, **extra, stream=True)
+        stream = api.completions.create(
+            model=MODEL, prompt=prompt, max_tokens=MAX_TOKENS, extra_body=IGNORE_EOS, stream=True
+        )
         return sum(1 for c in stream if c.choices and c.choices[0].text)
     chat_stream = api.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": prompt}], **extra, stream=True
+        model=MODEL,
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=MAX_TOKENS,
+        extra_body=IGNORE_EOS,
+        stream=True,
     )
     return sum(1 for c in chat_stream if c.choices and c.choices[0].delta.content)
 

@@ -13,9 +13,9 @@ import time
 import procs
 import pytest
 
-from tests.e2e.conftest import EnginePair, RouterFactory
+from tests.e2e.harness import EnginePair, RouterFactory
 from tests.e2e.helpers import (
-    GREEDY,
+    IGNORE_EOS,
     MODEL,
     client,
     engine_chat,
@@ -50,7 +50,7 @@ def test_decode_loads_whole_prompt_kv_and_matches_single_engine(
     decisions_before = metric(router.url, DISAGGREGATED[0], **DISAGGREGATED[1])
 
     resp = client(router.url).completions.create(
-        model=MODEL, prompt=prompt, max_tokens=16, **GREEDY
+        model=MODEL, prompt=prompt, max_tokens=16, temperature=0.0, extra_body=IGNORE_EOS
     )
 
     assert resp.usage is not None
@@ -77,7 +77,8 @@ def test_chat_stream_arrives_while_decode_runs(
         max_tokens=max_tokens,
         stream=True,
         stream_options={"include_usage": True},
-        **GREEDY,
+        temperature=0.0,
+        extra_body=IGNORE_EOS,
     )
     deltas: list[str] = []
     arrivals: list[float] = []
@@ -109,7 +110,12 @@ def test_completion_stream_matches_non_stream(
 ) -> None:
     prompt = unique_prompt(repeats=2)
     stream = client(router.url).completions.create(
-        model=MODEL, prompt=prompt, max_tokens=24, stream=True, **GREEDY
+        model=MODEL,
+        prompt=prompt,
+        max_tokens=24,
+        stream=True,
+        temperature=0.0,
+        extra_body=IGNORE_EOS,
     )
     texts = [c.choices[0].text for c in stream if c.choices]
     assert len([t for t in texts if t]) > 1

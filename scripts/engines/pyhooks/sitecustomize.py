@@ -24,13 +24,13 @@ _BINDINGS = ("nixl_cu12._bindings", "nixl_cu13._bindings")
 
 def _use_delay(bindings: ModuleType, delay_us: int) -> None:
     """Replace bindings.nixlAgent so every agent is created with `delay_us`."""
-    create_agent: Callable[..., Any] = bindings.nixlAgent
+    create_agent: Callable[..., Any] = getattr(bindings, "nixlAgent")  # noqa: B009
 
     def agent_with_delay(name: str, config: Any, *args: Any, **kwargs: Any) -> Any:
         config.pthrDelay = delay_us
         return create_agent(name, config, *args, **kwargs)
 
-    bindings.nixlAgent = agent_with_delay
+    setattr(bindings, "nixlAgent", agent_with_delay)  # noqa: B010 (module attribute swap)
 
 
 class _PatchNixlOnImport(importlib.abc.MetaPathFinder):
