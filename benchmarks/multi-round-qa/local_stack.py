@@ -33,8 +33,9 @@ sys.path.insert(0, str(ROOT))  # for the fake engine in tests/doubles
 from tests.doubles.engine_proc import start_fake_engine  # noqa: E402
 
 # The real engines serve a tiny model with a 1,024-token context: a workload that fits it
-# (system + history + 3 rounds x (question + answer) stays near 500 tokens). Random weights
-# stop at random, so ignore_eos keeps answers at max_tokens. Later flags override these.
+# (its small-vocabulary tokenizer makes this about 580 prompt tokens in round 1 and 750 by
+# round 3). Random weights stop at random, so ignore_eos keeps answers at max_tokens.
+# Later flags override these.
 VLLM_WORKLOAD = [
     "--system-prompt-tokens", "200", "--user-history-tokens", "50", "--question-tokens", "20",
     "--answer-tokens", "32", "--rounds", "3", "--ignore-eos",
