@@ -51,7 +51,8 @@ def table(results: list[dict[str, Any]]) -> str:
     """One row per target; router rows compare with the direct row of the same mode."""
     direct = {r["mode"]: r for r in results if r["kind"] == "direct"}
     head = (
-        f"{'target':<16} {'req/s':>7} {'x dir':>6} {'tok/s':>7} {'CPU s/1k':>8} {'RSS MB':>7} "
+        f"{'target':<16} {'req/s':>7} {'x dir':>6} {'tok/s':>7} {'CPU s/1k':>8} {'/core':>6} "
+        f"{'RSS MB':>7} "
         f"{'TTFT p50 (+d)':>15} {'TTFT p99 (+d)':>15} {'e2e p50 (+d)':>15} "
         f"{'e2e p99 (+d)':>15} {'1-stream e2e':>13} {'handoff':>8} {'err':>4} {'busy lg/eng':>11}"
     )
@@ -69,6 +70,7 @@ def table(results: list[dict[str, Any]]) -> str:
         rows.append(
             f"{r['name']:<16} {sat['rps']:>7.0f} {_f(ratio, '{:.2f}'):>6} "
             f"{sat['tokens_per_s']:>7.0f} {_f(r.get('cpu_s_per_1k'), '{:.3f}'):>8} "
+            f"{_f(1000 / r['cpu_s_per_1k'] if r.get('cpu_s_per_1k') else None):>6} "
             f"{_f(r.get('rss_mb')):>7} "
             + "".join(
                 f"{real[k]:>6.1f}{_delta(real[k], b_real and b_real[k]):<9}"
@@ -84,7 +86,9 @@ def table(results: list[dict[str, Any]]) -> str:
 LEGEND = """\
 req/s, tok/s: saturation (closed loop, {sat_c} streams of {sat_t} tokens, engines answer at once);
 x dir: ratio to direct to the same engines. CPU s/1k: CPU seconds per 1,000 requests of the
-router process tree (for direct rows: of the engines). RSS: router tree (direct: one engine).
+router process tree (for direct rows: of the engines); /core: 1000 / that, the req/s one fully
+busy core would carry (robust on a shared machine, where wall-clock req/s is not).
+RSS: router tree (direct: one engine).
 TTFT/e2e ms: {real_c} realistic streams (TTFT {real_ttft:.0f} ms, ITL {real_itl:.0f} ms, \
 {real_t} tokens);
 (+d) = added vs direct. 1-stream e2e: one stream at a time, {sat_t} tokens, instant engines.
