@@ -11,7 +11,7 @@ MODE ?= pd
 ROUTER_CORES ?= 1
 
 .PHONY: help setup lint test test-unit test-e2e test-faults chart-test tools engines demo \
-        bench bench-router soak image clean
+        bench bench-fake bench-router soak image clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[1m%-13s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -56,8 +56,18 @@ chart-test: $(STAMP) tools ## helm lint, helm unittest and kubeconform on every 
 demo: $(STAMP) ## Local PD stack: vLLM prefill + decode + router (MODE=aggregated: one engine)
 	MODE=$(MODE) bash scripts/engines/demo.sh
 
-bench: $(STAMP) ## Multi-round QA benchmark against BASE_URL (default: a running `make demo`)
-	bash benchmarks/multi-round-qa/run_pd.sh $${MODEL:-tiny} $${BASE_URL:-http://127.0.0.1:8000/v1} $${LABEL:-demo}
+bench: $(STAMP) ## Multi-round QA: BASE_URL=... runs run_pd.sh against it, else PD vs aggregated on local vLLM
+	@if [ -n "$${BASE_URL:-}" ]; then \
+	  bash benchmarks/multi-round-qa/run_pd.sh $${MODEL:-tiny} $$BASE_URL $${LABEL:-run}; \
+	else \
+	  $(MAKE) engines && \
+	  $(PY) benchmarks/multi-round-qa/local_stack.py --engines vllm --qps 0.5,1,2 --duration 15 \
+	    -- --users 8 --rounds 4 --slo-ttft-ms 500 --slo-itl-ms 100; \
+	fi
+
+bench-fake: $(STAMP) ## Multi-round QA through the router over fast test engines, PD vs aggregated (~3 min)
+	$(PY) benchmarks/multi-round-qa/local_stack.py --qps 2,4,8 --duration 20 \
+	  -- --users 16 --rounds 4 --slo-ttft-ms 200 --slo-itl-ms 20
 
 bench-router: $(STAMP) ## Router overhead benchmark against fast test engines (ROUTER_CORES=1)
 	$(PY) -m benchmarks.router.bench_router --router-cores $(ROUTER_CORES)
