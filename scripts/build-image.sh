@@ -107,12 +107,20 @@ build() {
         ca_args=(--volume "$bundle:/run/pdstack-ca.crt:ro" --build-arg PIP_CERT=/run/pdstack-ca.crt)
     fi
     step "building ${TAGS[*]} on $base"
-    pm build --pull=never --isolation chroot --format docker -f Dockerfile.router \
+    # vfs copies the whole tree for every step: keep only the final image (no layer cache).
+    local layers=true
+    if [ "$STORAGE_DRIVER" = vfs ]; then layers=false; fi
+    pm build --pull=never --layers="$layers" --isolation chroot --format docker -f Dockerfile.router \
         --build-arg "BASE_IMAGE=$base" --build-arg "VERSION=$VERSION" \
         --build-arg "REVISION=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
         --build-arg "CREATED=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
         "${ca_args[@]}" "${tag_args[@]}" .
     pm images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E 'pdstack|python'
+    # An archive that `kind load image-archive`, `minikube image load` or `docker load` takes.
+    mkdir -p .cache/images
+    pm save --format docker-archive -o ".cache/images/pdstack-router-$VERSION.tar" "${TAGS[1]}" 2>/dev/null ||
+        pm save -o ".cache/images/pdstack-router-$VERSION.tar" "${TAGS[1]}"
+    echo "saved .cache/images/pdstack-router-$VERSION.tar"
 }
 
 lint
