@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
+from prometheus_client import Counter as _Counter
+from prometheus_client import Histogram as _Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
@@ -51,6 +54,36 @@ _FAST_BUCKETS = (
     0.5,
     1.0,
 )
+
+
+class _CachedLabels:
+    """labels() answered from a dict once a label tuple was seen: prometheus_client's own
+    labels() validates, builds keys and takes a lock on every call (3.9 us per counter update
+    versus 1.4 us cached), and the hot path makes about seven such calls per request. The
+    children are the library's own, so exposition is unchanged."""
+
+    _children: dict[tuple[Any, ...], Any]
+
+    def labels(self, *labelvalues: Any, **labelkwargs: Any) -> Any:
+        if labelkwargs:
+            return super().labels(*labelvalues, **labelkwargs)  # type: ignore[misc]
+        try:
+            return self._children[labelvalues]
+        except AttributeError:
+            self._children = {}
+        except KeyError:
+            pass
+        child = super().labels(*labelvalues)  # type: ignore[misc]
+        self._children[labelvalues] = child
+        return child
+
+
+class Counter(_CachedLabels, _Counter):
+    """A prometheus Counter whose labels() is cached."""
+
+
+class Histogram(_CachedLabels, _Histogram):
+    """A prometheus Histogram whose labels() is cached."""
 
 
 class _PoolCollector(Collector):
