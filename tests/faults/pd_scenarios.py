@@ -106,6 +106,7 @@ SCENARIOS = [
         200,
         faults={"P0": {"hang": {}}},
         deadlines=1,
+        charged=("P0",),
         metric=RETRY,
     ),
     _s(
@@ -116,6 +117,7 @@ SCENARIOS = [
         code="timeout",
         phase="prefill",
         deadlines=1,
+        charged=("P0",),
         untouched=("D0",),
     ),
     _s(
@@ -124,6 +126,7 @@ SCENARIOS = [
         200,
         faults={"P0": {"slow": {"delay_ms": 3000}}},
         deadlines=1,
+        charged=("P0",),
         metric=RETRY,
     ),
     _s(
@@ -134,6 +137,7 @@ SCENARIOS = [
         code="timeout",
         phase="prefill",
         deadlines=1,
+        charged=("P0",),
     ),
     _s(
         "prefill invalid JSON, only one",
@@ -230,7 +234,6 @@ SCENARIOS = [
         code="timeout",
         deadlines=1,
         charged=("D0",),
-        xfail="idle deadline not armed before the first chunk (proxy/client.py chunks())",
     ),
     _s(
         "decode dying mid-stream",
@@ -277,7 +280,6 @@ SCENARIOS = [
         code="decode_failed",
         phase="decode",
         charged=("D0",),
-        xfail="non-stream decode bodies are relayed unparsed: the client gets 200 + broken JSON",
     ),
     # --- both legs --------------------------------------------------------------------------
     _s(

@@ -29,6 +29,7 @@ ROWS: list[tuple[str, dict[str, Any], bool, int, str | None, int]] = [
     ("engine refusing", {"refuse": {}}, False, 502, "engine_unreachable", 0),
     ("engine hanging", {"hang": {}}, False, 504, "timeout", 1),
     ("engine hanging, stream", {"hang": {}}, True, 504, "timeout", 1),
+    ("engine invalid JSON body", {"invalid_json": {}}, False, 502, "engine_error", 0),
     ("engine dying mid-stream", {"die_mid_stream": {"after_chunks": 2}}, True, 200,
      "engine_error", 0),
     ("engine truncated stream", {"truncated_stream": {"after_chunks": 2}}, True, 200,

@@ -166,12 +166,6 @@ def test_no_leaked_sockets_after_the_matrix(fleet: PdFleet) -> None:
         assert settled, f"router {name}: {open_sockets(pid)} sockets > {limit}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a prefill deadline is recorded as outcome=cancelled, not error (pd/orchestrator.py "
-    "_prefill_phase: the outer asyncio.timeout cancels _send_prefill, which closes the call "
-    "as cancelled)",
-)
 def test_prefill_timeout_is_counted_as_an_engine_error(fleet: PdFleet) -> None:
     """A hanging prefill engine's failure shows in its error count, not as a client cancel."""
     fleet.reset()
