@@ -19,8 +19,10 @@ DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 UPSTREAM_BASE=python:3.11-slim-bookworm
 LOCAL_BASE=localhost/pdstack-base:python3.11-bookworm
 VERSION=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\} *$/\1/p' charts/pdstack/Chart.yaml)
-# The brief's name and the chart's default routerSpec.repository, so `kind load` finds either.
-TAGS=("pdstack/router:$VERSION" "pdstack/pdstack-router:$VERSION")
+# pdstack/router and the chart's default routerSpec.repository (pdstack/pdstack-router), fully
+# qualified: podman would otherwise store them as localhost/..., a name a cluster's
+# `pdstack/pdstack-router:<tag>` never matches after `kind load`.
+TAGS=("docker.io/pdstack/router:$VERSION" "docker.io/pdstack/pdstack-router:$VERSION")
 STORAGE_DRIVER=${STORAGE_DRIVER:-vfs}
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -45,7 +47,7 @@ ensure_tool() {
         return
     fi
     echo "podman is not installed: apt-get install podman debootstrap (as root), or build with" >&2
-    echo "  docker build -f Dockerfile.router -t ${TAGS[0]} ." >&2
+    echo "  docker build -f Dockerfile.router -t ${TAGS[1]} ." >&2
     exit 1
 }
 
@@ -121,6 +123,7 @@ build() {
     pm save --format docker-archive -o ".cache/images/pdstack-router-$VERSION.tar" "${TAGS[1]}" 2>/dev/null ||
         pm save -o ".cache/images/pdstack-router-$VERSION.tar" "${TAGS[1]}"
     echo "saved .cache/images/pdstack-router-$VERSION.tar"
+    pm image prune -f >/dev/null 2>&1 || true # untagged images of earlier builds
 }
 
 lint
