@@ -119,10 +119,11 @@ build() {
         "${ca_args[@]}" "${tag_args[@]}" .
     pm images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E 'pdstack|python'
     # An archive that `kind load image-archive`, `minikube image load` or `docker load` takes.
+    local archive=".cache/images/pdstack-router-$VERSION.tar"
     mkdir -p .cache/images
-    pm save --format docker-archive -o ".cache/images/pdstack-router-$VERSION.tar" "${TAGS[1]}" 2>/dev/null ||
-        pm save -o ".cache/images/pdstack-router-$VERSION.tar" "${TAGS[1]}"
-    echo "saved .cache/images/pdstack-router-$VERSION.tar"
+    rm -f "$archive" # docker-archive cannot add to an existing file
+    pm save --format docker-archive -o "$archive" "${TAGS[1]}"
+    echo "saved $archive"
     pm image prune -f >/dev/null 2>&1 || true # untagged images of earlier builds
 }
 
