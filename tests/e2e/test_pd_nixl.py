@@ -26,6 +26,9 @@ from tests.e2e.helpers import (
 )
 
 EXTERNAL_HITS = "vllm:external_prefix_cache_hits_total"
+# vLLM merges tokens that pile up while its API server is busy into one chunk; a few hundred
+# milliseconds of generation is enough for a stream to show several chunks even on a loaded box.
+STREAM_TOKENS = 128
 DISAGGREGATED = ("pdstack_router_pd_decisions_total", {"decision": "disaggregated"})
 
 
@@ -112,12 +115,12 @@ def test_completion_stream_matches_non_stream(
     stream = client(router.url).completions.create(
         model=MODEL,
         prompt=prompt,
-        max_tokens=24,
+        max_tokens=STREAM_TOKENS,
         stream=True,
         temperature=0.0,
         extra_body=IGNORE_EOS,
     )
     texts = [c.choices[0].text for c in stream if c.choices]
     assert len([t for t in texts if t]) > 1
-    expected, _ = engine_completion(healthy_pair.prefill.url, prompt, 24)
+    expected, _ = engine_completion(healthy_pair.prefill.url, prompt, STREAM_TOKENS)
     assert "".join(texts) == expected
