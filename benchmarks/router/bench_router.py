@@ -47,7 +47,8 @@ def phases(args: argparse.Namespace) -> list[PhaseSpec]:
     return [
         PhaseSpec("saturation", args.concurrency, 16, 0, 0, warm, max(0.7, 8 * scale)),
         PhaseSpec("realistic", args.streams, 64, 50, 10, max(1.0, 2 * scale), max(1.2, 10 * scale)),
-        PhaseSpec("light", 1, 16, 0, 0, warm, max(0.5, 3 * scale)),
+        # one stream at a time: long enough to finish a few requests even on a busy machine
+        PhaseSpec("light", 1, 16, 0, 0, warm, max(2.0, 3 * scale)),
     ]
 
 
