@@ -168,6 +168,8 @@ class UpstreamClient:
             ),
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            # Engines set no cookies; skipping the cookie jar saves work on every response.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
 
     async def close(self) -> None:
