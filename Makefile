@@ -75,7 +75,7 @@ bench-router: $(STAMP) ## Router overhead benchmark against fast test engines (R
 soak: $(STAMP) ## Long mixed load with injected faults; reports RSS and descriptors
 	$(PY) -m benchmarks.soak.soak
 
-image: ## Build the router image (Dockerfile.router) with podman or buildah
+image: ## Router image: hadolint, podman build (local debootstrap base if no registry), a request through it
 	bash scripts/build-image.sh
 
 clean: ## Remove caches, results and the virtual environments
