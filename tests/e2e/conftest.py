@@ -32,8 +32,10 @@ SKIP = os.environ.get("PDSTACK_SKIP_E2E") == "1"
 E2E_TIMEOUT_S = 1800
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m e2e` / `-m "not e2e"` selects on the marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test in tests/e2e is an e2e test, and skipped when PDSTACK_SKIP_E2E=1."""
+    """Every test in tests/e2e is an e2e test (with a long timeout), skipped when
+    PDSTACK_SKIP_E2E=1."""
     here = Path(__file__).parent
     for item in items:
         if here in Path(str(item.fspath)).parents:

@@ -19,6 +19,8 @@ from tests.e2e.helpers import (
     unique_prompt,
 )
 
+pytestmark = pytest.mark.e2e
+
 MAX_TOKENS = 12
 # vLLM merges tokens that pile up while its API server is busy into one chunk; a few hundred
 # milliseconds of generation is enough for a stream to show several chunks even on a loaded box.

@@ -9,6 +9,8 @@ import pytest
 from tests.e2e.harness import EnginePair, RouterFactory
 from tests.e2e.helpers import IGNORE_EOS, MODEL, client, metric, unique_prompt, wait_for_value
 
+pytestmark = pytest.mark.e2e
+
 PROMPT_TOKENS = "vllm:prompt_tokens_total"
 MIN_PROMPT_TOKENS = 100
 

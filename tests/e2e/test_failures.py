@@ -21,6 +21,8 @@ from tests.e2e.helpers import (
     wait_router_ready,
 )
 
+pytestmark = pytest.mark.e2e
+
 CLIENT_DEADLINE = 60.0  # what the test's client is willing to wait for an answer or an error
 EXTERNAL_HITS = "vllm:external_prefix_cache_hits_total"
 

@@ -24,6 +24,8 @@ import simulators
 from tests.e2e.harness import RouterFactory
 from tests.e2e.helpers import IGNORE_EOS, MODEL, client, metric
 
+pytestmark = pytest.mark.e2e
+
 PREFILLS = 4
 DECODES = 8
 REQUESTS = 96

@@ -25,6 +25,8 @@ from tests.e2e.helpers import (
     wait_for_value,
 )
 
+pytestmark = pytest.mark.e2e
+
 EXTERNAL_HITS = "vllm:external_prefix_cache_hits_total"
 # vLLM merges tokens that pile up while its API server is busy into one chunk; a few hundred
 # milliseconds of generation is enough for a stream to show several chunks even on a loaded box.
