@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -50,9 +51,12 @@ def wait_with_progress(processes: list[procs.ManagedProcess], what: str) -> None
 def router_port() -> int:
     """PDSTACK_DEMO_PORT, else 8000 when free, else any free port."""
     wanted = int(os.environ.get("PDSTACK_DEMO_PORT", "8000"))
-    if procs.http_status(f"http://{procs.LOOPBACK}:{wanted}/health", timeout=0.5) is None:
-        return wanted
-    return procs.free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((procs.LOOPBACK, wanted))
+        except OSError:
+            return procs.free_port()
+    return wanted
 
 
 def print_usage(url: str, mode: str) -> None:
