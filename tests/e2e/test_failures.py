@@ -85,6 +85,7 @@ def test_decode_engine_dies_during_stream(
     # The stream had started (HTTP 200), so the router ends it with an SSE error event.
     body = excinfo.value.body
     error = body.get("error", body) if isinstance(body, dict) else {}
+    print(f"\ndecode killed mid-stream: {error.get('code')} after {elapsed:.1f}s")
     assert error.get("code") in {"decode_failed", "timeout"}, excinfo.value
 
     healthy_pair.decode.start()
@@ -108,6 +109,7 @@ def test_prefill_engine_down_before_request(
     assert elapsed < CLIENT_DEADLINE
     assert resp.status_code in {502, 503}, resp.text
     error = resp.json()["error"]
+    print(f"\nprefill down: HTTP {resp.status_code} {error['code']} after {elapsed:.1f}s")
     assert error["code"] in {"prefill_unavailable", "prefill_failed"}
     assert resp.headers["x-pdstack-pd-reason"] == error["code"]
 
