@@ -8,6 +8,7 @@ the router's state after: nothing left in flight, the failure counted, no leaked
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -121,6 +122,10 @@ def _check_answer(sc: Scenario, ans: Answer) -> None:
 def test_pd_fault(sc: Scenario, fleet: PdFleet, matrix: MatrixRecorder) -> None:
     fleet.reset()
     router = fleet.routers[sc.router]
+    if sc.router == "2p2d" and any(s.startswith("D") for s in (*sc.faults, *sc.kill)):
+        # Decode choice uses scraped load (running, KV usage): let one scrape (1 s) see the
+        # reset engines idle, so the tie breaks by id and D0 is picked first.
+        time.sleep(1.2)
     for slot, faults in sc.faults.items():
         fleet.slots[slot].set_faults(**faults)
     for slot in sc.kill:
@@ -159,10 +164,10 @@ def test_no_leaked_sockets_after_the_matrix(fleet: PdFleet) -> None:
     fleet.reset()
     for name, router in fleet.routers.items():
         pid = router_pid(router)
-        # Pooled keep-alive connections to engines are allowed: one per engine and scraper.
-        limit = fleet.baseline[name] + 2 * len(fleet.slots)
+        # The baseline pool holds one keep-alive connection per engine; at most one more each
+        # (opened while another was busy) is pooling, not a leak. A leak grows per fault.
+        limit = fleet.baseline[name] + len(fleet.slots)
         settled = wait_for(lambda p=pid, lim=limit: open_sockets(p) <= lim, 5)  # type: ignore[misc]
-        print(f"router {name}: baseline {fleet.baseline[name]} now {open_sockets(pid)}")
         assert settled, f"router {name}: {open_sockets(pid)} sockets > {limit}"
 
 
