@@ -10,7 +10,8 @@ PYTEST := $(PY) -m pytest
 MODE ?= pd
 ROUTER_CORES ?= 1
 
-.PHONY: help setup lint test test-unit test-e2e test-faults chart-test tools engines demo \
+.PHONY: help setup lint test test-unit test-e2e test-faults chart-test tools engines engines-vllm \
+        engines-sim demo \
         bench bench-fake bench-router soak image clean
 
 help: ## List the targets
@@ -33,12 +34,19 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy --strict on the package
 tools: ## Install pinned helm, helm-unittest and kubeconform into .tools/bin
 	bash scripts/install-tools.sh
 
-engines: $(STAMP) ## Install the CPU vLLM environment, the tiny model and llm-d's simulator (cached)
+engines: $(STAMP) ## Install the CPU vLLM environment and llm-d's simulator (cached)
+	$(MAKE) --no-print-directory -j2 -Oline engines-vllm engines-sim
+
+engines-vllm:
 	bash scripts/engines/setup-vllm.sh
+
+engines-sim:
 	bash scripts/engines/install-llmd-sim.sh
 
-test: $(STAMP) tools engines ## Everything CI runs: lint, unit, integration, faults, chart and e2e tests
-	$(MAKE) lint
+test: $(STAMP) ## Everything CI runs: lint, unit, integration, faults, chart and e2e tests
+	@echo "==> installing test tools and engines in parallel (cached after the first run)"
+	$(MAKE) --no-print-directory -j3 -Oline tools engines-vllm engines-sim
+	$(MAKE) --no-print-directory lint
 	$(PYTEST) -q -p no:cacheprovider
 
 test-unit: $(STAMP) ## Unit and integration tests that need no real engines or helm

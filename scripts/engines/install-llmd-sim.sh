@@ -3,7 +3,8 @@
 #
 #   scripts/engines/install-llmd-sim.sh     # prints the binary's path when done
 #
-# The Go module and build caches live under <repo>/.cache/go so nothing leaks into $HOME.
+# The Go module and build caches are the ones scripts/install-tools.sh uses (<repo>/.tools/go),
+# so modules and packages the tools share are downloaded and compiled once.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -19,7 +20,7 @@ if [ -x "$BIN" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$SIM_VERSION" ]; then
     exit 0
 fi
 
-mkdir -p "$BIN_DIR" "$ROOT/.cache/go"
+mkdir -p "$BIN_DIR" "$ROOT/.tools/go"
 exec 9>"$BIN_DIR/.llm-d-inference-sim.lock"
 flock 9
 if [ -x "$BIN" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$SIM_VERSION" ]; then
@@ -29,11 +30,11 @@ fi
 
 START=$(date +%s)
 echo "Building $SIM_MODULE@$SIM_VERSION (once: downloads ~200 Go modules and compiles them, 3-15 min depending on load) ..." >&2
-export GOPATH=$ROOT/.cache/go
-export GOMODCACHE=$ROOT/.cache/go/mod
-export GOCACHE=$ROOT/.cache/go/build
+export GOPATH=$ROOT/.tools/go
+export GOMODCACHE=$ROOT/.tools/go/pkg/mod
+export GOCACHE=$ROOT/.tools/go/cache
 export GOTOOLCHAIN=local
-export GOFLAGS=-modcacherw # lets `rm -rf .cache` delete the module cache
+export GOFLAGS="-modcacherw -buildvcs=false" # -modcacherw lets `make clean` delete the cache
 # `go install module@version` also asks the proxy for the module's version list (to report
 # deprecations), which the proxy here refuses; download the exact version and build it in place.
 SRC=$(go mod download -json "$SIM_MODULE@$SIM_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
