@@ -10,7 +10,7 @@ PYTEST := $(PY) -m pytest
 MODE ?= pd
 ROUTER_CORES ?= 1
 
-.PHONY: help setup lint test test-unit test-e2e test-faults chart-test tools engines engines-vllm \
+.PHONY: help setup lint test test-unit test-e2e test-faults test-fuzz test-docs chart-test tools engines engines-vllm \
         engines-sim demo \
         bench bench-fake bench-router soak image clean
 
@@ -57,6 +57,12 @@ test-e2e: $(STAMP) engines ## End-to-end tests with real CPU vLLM engines and th
 
 test-faults: $(STAMP) ## The fault-injection matrix against a real router process
 	$(PYTEST) -q -m faults
+
+test-fuzz: $(STAMP) ## Property, fuzz and schemathesis tests of request handling
+	$(PYTEST) -q tests/fuzz
+
+test-docs: $(STAMP) tools ## Docs tests (tutorial commands, values excerpts) and the image replay test
+	$(PYTEST) -q tests/docs tests/image
 
 chart-test: $(STAMP) tools ## helm lint, helm unittest and kubeconform on every values file
 	bash scripts/chart-test.sh

@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -248,7 +249,7 @@ class InferenceHandler:
             # handshakes with itself and finds no KV (vllm#27083). Routers fix this with
             # --pd-override-remote-host; tests reproduce it with side_channel_host=localhost.
             host, port = "127.0.0.1", self.st.port
-        url = f"http://{host}:{port}/admin/kv/{remote_rid}"
+        url = f"http://{host}:{port}/admin/kv/{quote(str(remote_rid), safe='')}"
         query = {"engine_id": str(params.get("remote_engine_id"))}
         timeout = aiohttp.ClientTimeout(total=self.st.knobs.kv_pull_timeout_s)
         try:
