@@ -150,6 +150,9 @@ class RouterSettings(BaseModel):
     engine_api_key_env: str = Field(
         "", description="Env var with the key sent to engines when the router checks its own."
     )
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest total size of request headers (else 431)."
+    )
     max_body_bytes: int = Field(
         32 * 1024 * 1024, ge=1024, description="Largest request body accepted (else 413)."
     )

@@ -209,3 +209,9 @@ def test_openapi_describes_the_generation_routes(r) -> None:  # type: ignore[no-
     body = paths["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"]["required"] == ["model", "messages"]
     assert "/v1/completions" in paths and "/ready" in paths
+
+
+def test_oversized_headers_are_refused(r, engine) -> None:  # type: ignore[no-untyped-def]
+    resp = httpx.post(r.url + "/v1/completions", json=OK, headers={"x-big": "a" * 70_000})
+    _error(resp, 431, "headers_too_large")
+    assert engine.stats()["by_path"] == {}
