@@ -22,7 +22,7 @@ BREAKER = ["--breaker-failure-threshold", "2", "--breaker-cooldown", "1"]
 
 
 class Trio:
-    """Two prefill engines (P0 picked first when idle) and one decode engine."""
+    """Two prefill engines and one decode engine."""
 
     def __init__(self, factory: Any) -> None:
         self.p0, self.p1 = by_url([factory(role="prefill") for _ in range(2)])
@@ -87,8 +87,8 @@ def test_probe_failures_take_an_engine_out_and_bring_it_back(
         trio.p0.set_faults()
         assert wait_for(lambda: trio.row(trio.p0)["healthy"], 5), trio.row(trio.p0)
         assert trio.healthy_gauge(trio.p0) == 1
-        _ok(trio, 1)  # idle again, P0 wins the tie and serves
-        assert trio.prefills_on(trio.p0) == before + 1
+        _ok(trio, 4)  # idle again: equally loaded engines take turns, so P0 serves again
+        assert trio.prefills_on(trio.p0) >= before + 1
     matrix.add(
         MatrixRow(
             scenario,
@@ -106,7 +106,10 @@ def test_breaker_opens_on_failures_and_closes_after_a_good_trial(
 ) -> None:
     trio.reset()
     trio.p0.set_faults(http_error={"status": 500})
-    _ok(trio, 2)  # each fails on P0, retried on P1: the client never sees it
+    for _ in range(8):  # requests that land on P0 fail there and are retried on P1
+        _ok(trio, 1)  # ... so the client never sees a failure
+        if trio.row(trio.p0)["breaker"] == "open":
+            break
     assert trio.row(trio.p0)["breaker"] == "open"
     before = trio.prefills_on(trio.p0)
     _ok(trio, 2)
@@ -115,9 +118,9 @@ def test_breaker_opens_on_failures_and_closes_after_a_good_trial(
     trio.p0.set_faults()
     time.sleep(1.1)  # the cooldown: the next request is P0's trial
     assert trio.row(trio.p0)["breaker"] == "half_open"
-    _ok(trio, 1)
+    _ok(trio, 4)  # equally loaded engines take turns: P0 gets its trial among these
     assert trio.row(trio.p0)["breaker"] == "closed"
-    assert trio.prefills_on(trio.p0) == before + 1
+    assert trio.prefills_on(trio.p0) >= before + 1
     matrix.add(
         MatrixRow(
             "prefill engine failing repeatedly (breaker)",

@@ -122,10 +122,16 @@ def _check_answer(sc: Scenario, ans: Answer) -> None:
 def test_pd_fault(sc: Scenario, fleet: PdFleet, matrix: MatrixRecorder) -> None:
     fleet.reset()
     router = fleet.routers[sc.router]
-    if sc.router == "2p2d" and any(s.startswith("D") for s in (*sc.faults, *sc.kill)):
-        # Decode choice uses scraped load (running, KV usage): let one scrape (1 s) see the
-        # reset engines idle, so the tie breaks by id and D0 is picked first.
-        time.sleep(1.2)
+    targeted = {*sc.faults, *sc.kill}
+    if sc.router == "2p2d" and targeted:
+        # Equally loaded engines take turns, so make the healthy peers of each faulty engine
+        # report load: the scheduler then tries the faulty one first, and must recover from it.
+        busy = {"P": {"vllm:num_requests_waiting": 3}, "D": {"vllm:num_requests_running": 3}}
+        for name, engine in fleet.slots.items():
+            role = name[0]
+            if name not in targeted and any(t[0] == role for t in targeted) and engine.alive:
+                engine.admin_config(metrics_override=busy[role])
+        time.sleep(1.2)  # one scrape (1 s) sees it
     for slot, faults in sc.faults.items():
         fleet.slots[slot].set_faults(**faults)
     for slot in sc.kill:
@@ -176,6 +182,8 @@ def test_prefill_timeout_is_counted_as_an_engine_error(fleet: PdFleet) -> None:
     fleet.reset()
     router = fleet.routers["2p2d"]
     fleet.slots["P0"].set_faults(hang={})
+    fleet.slots["P1"].admin_config(metrics_override={"vllm:num_requests_waiting": 3})
+    time.sleep(1.2)  # one scrape sees P1 busier, so P0 is tried first
     before = router.metrics()
     assert call(router.url, request_body()).status == 200  # retried on P1
     engine = fleet.slots["P0"].url.split("://")[1]

@@ -60,6 +60,11 @@ class MissingKvPolicy(enum.StrEnum):
     RECOMPUTE = "recompute"
 
 
+class UpstreamClientKind(enum.StrEnum):
+    AIOHTTP = "aiohttp"
+    HTTPTOOLS = "httptools"
+
+
 class LogFormat(enum.StrEnum):
     JSON = "json"
     TEXT = "text"
@@ -164,6 +169,10 @@ class RouterSettings(BaseModel):
     )
     idle_timeout: float = Field(
         120.0, gt=0, description="Deadline between two chunks of an engine's stream (s)."
+    )
+    upstream_client: UpstreamClientKind = Field(
+        UpstreamClientKind.HTTPTOOLS,
+        description="HTTP client for engine traffic: httptools (lean, default) or aiohttp.",
     )
     breaker_failure_threshold: int = Field(
         5, ge=1, description="Consecutive failures that open an engine's circuit breaker."

@@ -1,3 +1,5 @@
+from collections import Counter
+
 import pytest
 from pdrouter.discovery.endpoint import Role
 from pdrouter.scheduling.logic import PrefixAffinity, SessionAffinity
@@ -98,3 +100,12 @@ def test_session_pins_a_prefill_decode_pair() -> None:
     engines[0].in_flight = engines[3].in_flight = 5  # load changes must not move the session
     again = sched.plan(engines, req)
     assert (first.prefill.id, first.decode.id) == (again.prefill.id, again.decode.id)  # type: ignore[union-attr]
+
+
+def test_idle_fleet_spreads_prefill_and_decode_evenly() -> None:
+    engines = [engine(f"p{i}", Role.PREFILL) for i in range(2)]
+    engines += [engine(f"d{i}", Role.DECODE) for i in range(4)]
+    sched = PdScheduler()
+    plans = [sched.plan(engines, LONG) for _ in range(40)]  # nothing stays in flight
+    assert sorted(Counter(p.prefill.id for p in plans).values()) == [20, 20]  # type: ignore[union-attr]
+    assert sorted(Counter(p.decode.id for p in plans).values()) == [10, 10, 10, 10]

@@ -7,12 +7,18 @@ import os
 from dataclasses import dataclass
 
 from pdrouter.api.auth import ApiKeyCheck
-from pdrouter.config import DiscoveryKind, PdFallback, RouterSettings, RoutingLogic
+from pdrouter.config import (
+    DiscoveryKind,
+    PdFallback,
+    RouterSettings,
+    RoutingLogic,
+    UpstreamClientKind,
+)
 from pdrouter.discovery.base import Discovery
 from pdrouter.discovery.endpoint import Endpoint
 from pdrouter.discovery.static import StaticDiscovery, parse_static_endpoints
 from pdrouter.proxy.aggregated import AggregatedProxy
-from pdrouter.proxy.client import UpstreamClient
+from pdrouter.proxy.client import EngineClient, UpstreamClient
 from pdrouter.scheduling.logic import (
     LeastLoaded,
     PrefixAffinity,
@@ -57,7 +63,7 @@ class AppState:
     settings: RouterSettings
     pool: EnginePool
     metrics: RouterMetrics
-    client: UpstreamClient
+    client: EngineClient
     discovery: Discovery
     scraper: EngineScraper
     auth: ApiKeyCheck
@@ -119,9 +125,17 @@ def build_state(
         settings.request_stats_window,
     )
     metrics = RouterMetrics(pool, settings.request_stats_window)
-    client = UpstreamClient(
-        settings.connect_timeout, settings.first_byte_timeout, settings.idle_timeout
-    )
+    client: EngineClient
+    if settings.upstream_client is UpstreamClientKind.HTTPTOOLS:
+        from pdrouter.proxy.rawclient import RawUpstreamClient
+
+        client = RawUpstreamClient(
+            settings.connect_timeout, settings.first_byte_timeout, settings.idle_timeout
+        )
+    else:
+        client = UpstreamClient(
+            settings.connect_timeout, settings.first_byte_timeout, settings.idle_timeout
+        )
     engine_key = (
         os.environ.get(settings.engine_api_key_env, "") if settings.engine_api_key_env else ""
     )

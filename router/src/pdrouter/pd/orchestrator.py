@@ -28,9 +28,9 @@ from pdrouter.pd.transports.base import (
 from pdrouter.proxy.aggregated import AggregatedProxy, Retryable
 from pdrouter.proxy.client import (
     EngineBrokenStream,
+    EngineClient,
     EngineConnectError,
     EngineTimeout,
-    UpstreamClient,
 )
 from pdrouter.proxy.context import ClientRequest
 from pdrouter.proxy.errors import RouterError, not_found_model
@@ -80,7 +80,7 @@ class PdOrchestrator:
         self,
         settings: RouterSettings,
         pool: EnginePool,
-        client: UpstreamClient,
+        client: EngineClient,
         metrics: RouterMetrics,
         transport: KvTransport,
     ) -> None:

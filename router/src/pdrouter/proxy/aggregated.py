@@ -7,9 +7,9 @@ import time
 
 from pdrouter.proxy.client import (
     EngineBrokenStream,
+    EngineClient,
     EngineConnectError,
     EngineTimeout,
-    UpstreamClient,
 )
 from pdrouter.proxy.context import ClientRequest
 from pdrouter.proxy.errors import (
@@ -50,7 +50,7 @@ class AggregatedProxy:
         self,
         pool: EnginePool,
         logic: RoutingLogic,
-        client: UpstreamClient,
+        client: EngineClient,
         metrics: RouterMetrics,
     ) -> None:
         self.pool = pool

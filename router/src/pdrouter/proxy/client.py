@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
+from typing import Protocol
 
 import aiohttp
 
@@ -80,6 +81,40 @@ class _IdleWatch:
         self._handle.cancel()
 
 
+class EngineResponse(Protocol):
+    """An engine response whose headers arrived."""
+
+    status: int
+    headers: Mapping[str, str]
+
+    async def read(self, timeout: float) -> bytes: ...
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+    def release(self) -> None: ...
+
+
+class EngineClient(Protocol):
+    """What the proxy needs from an HTTP client for engine traffic."""
+
+    first_byte_timeout: float
+    idle_timeout: float
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def post(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        first_byte_timeout: float | None = None,
+    ) -> EngineResponse: ...
+
+    async def get(self, url: str, timeout: float) -> tuple[int, bytes]: ...
+
+
 class UpstreamResponse:
     """An engine response whose headers arrived; the body is read or streamed from here."""
 
@@ -88,8 +123,8 @@ class UpstreamResponse:
     def __init__(self, resp: aiohttp.ClientResponse, client: UpstreamClient) -> None:
         self._resp = resp
         self._client = client
-        self.status = resp.status
-        self.headers = resp.headers
+        self.status: int = resp.status
+        self.headers: Mapping[str, str] = resp.headers
 
     async def read(self, timeout: float) -> bytes:
         try:

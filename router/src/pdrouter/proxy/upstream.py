@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import orjson
 
-from pdrouter.proxy.client import EngineBrokenStream, EngineTimeout, UpstreamResponse
+from pdrouter.proxy.client import EngineBrokenStream, EngineResponse, EngineTimeout
 from pdrouter.proxy.errors import RouterError, upstream_failed, upstream_timeout
 from pdrouter.proxy.tracking import EngineCall
 from pdrouter.stats.router_metrics import RouterMetrics
@@ -43,7 +43,7 @@ def is_json_object(body: bytes) -> bool:
 
 
 async def relay_chunks(
-    resp: UpstreamResponse,
+    resp: EngineResponse,
     call: EngineCall,
     metrics: RouterMetrics,
     model: str,

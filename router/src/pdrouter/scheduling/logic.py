@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from pdrouter.scheduling.hashing import chunk_hashes, stable_hash
@@ -18,9 +19,33 @@ class RoutingLogic(Protocol):
     def pick(self, candidates: Sequence[EngineState], request: RequestFeatures) -> EngineState: ...
 
 
-def least_loaded(candidates: Sequence[EngineState]) -> EngineState:
-    """Lowest in-flight + scraped queue; ties go to the fewest running, then to the id order."""
-    return min(candidates, key=lambda s: (s.load, s.metrics.running, s.id))
+_turns = itertools.count()
+
+
+def next_turn() -> int:
+    """A rotating tie-breaker: among equally good engines, successive picks take turns, so a
+    lightly loaded fleet still spreads (a fixed id order would send everything to one engine)."""
+    return next(_turns)
+
+
+def pick_min(
+    candidates: Sequence[EngineState],
+    score: Callable[[EngineState], tuple[float, ...]],
+    turn: int,
+) -> EngineState:
+    """The best-scoring candidate; ties are broken by `turn` over a stable (id) order."""
+    best = min(score(s) for s in candidates)
+    tied = sorted((s for s in candidates if score(s) == best), key=lambda s: s.id)
+    return tied[turn % len(tied)]
+
+
+def _queue(s: EngineState) -> tuple[float, ...]:
+    return (s.load, s.metrics.running)
+
+
+def least_loaded(candidates: Sequence[EngineState], turn: int | None = None) -> EngineState:
+    """Lowest in-flight + scraped queue, then fewest running; ties take turns."""
+    return pick_min(candidates, _queue, next_turn() if turn is None else turn)
 
 
 class RoundRobin:

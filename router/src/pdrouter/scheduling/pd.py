@@ -6,11 +6,12 @@ Pure functions over the pool's states: no I/O, unit-tested without sockets.
 from __future__ import annotations
 
 import enum
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pdrouter.scheduling.hashing import chunk_hashes
-from pdrouter.scheduling.logic import PrefixAffinity, SessionAffinity
+from pdrouter.scheduling.logic import PrefixAffinity, SessionAffinity, pick_min
 from pdrouter.scheduling.request import RequestFeatures
 from pdrouter.stats.engine_state import EngineState
 
@@ -39,35 +40,42 @@ class PdUnavailable(Exception):
         self.phase = phase
 
 
-def decode_score(state: EngineState) -> tuple[float, float, float, str]:
+# Separate rotations per decision, so one pick's turns never align with another's.
+_prefill_turns = itertools.count()
+_decode_turns = itertools.count()
+
+
+def decode_score(state: EngineState) -> tuple[float, ...]:
     """Decode engines are busy when many requests run or their KV cache is full."""
     m = state.metrics
-    return (
-        m.running + state.in_flight + state.peer_in_flight,
-        m.kv_cache_usage,
-        m.waiting,
-        state.id,
-    )
+    return (m.running + state.in_flight + state.peer_in_flight, m.kv_cache_usage, m.waiting)
 
 
-def pick_decode(candidates: Sequence[EngineState]) -> EngineState:
-    return min(candidates, key=decode_score)
+def pick_decode(candidates: Sequence[EngineState], turn: int | None = None) -> EngineState:
+    return pick_min(candidates, decode_score, next(_decode_turns) if turn is None else turn)
+
+
+def _prefill_score(state: EngineState) -> tuple[float, ...]:
+    return (state.load, state.metrics.running)
 
 
 def pick_prefill(
-    candidates: Sequence[EngineState], request: RequestFeatures, prefix: PrefixAffinity | None
+    candidates: Sequence[EngineState],
+    request: RequestFeatures,
+    prefix: PrefixAffinity | None,
+    turn: int | None = None,
 ) -> EngineState:
-    """Least queued prefill engine; among equally loaded ones, the one holding the prefix."""
+    """Least queued prefill engine; among equally queued ones, the one holding the prompt's
+    prefix, else they take turns."""
+    turn = next(_prefill_turns) if turn is None else turn
     least = min(s.load for s in candidates)
     tied = [s for s in candidates if s.load == least]
-    if prefix is not None:
-        hashes = chunk_hashes(request.prompt, prefix.chunk_chars)
-        hit = prefix.match(tied, hashes) if hashes else None
-        chosen = hit if hit is not None else min(tied, key=lambda s: (s.metrics.running, s.id))
-        if hashes:
-            prefix.remember(chosen.id, hashes)
-        return chosen
-    return min(tied, key=lambda s: (s.metrics.running, s.id))
+    hashes = chunk_hashes(request.prompt, prefix.chunk_chars) if prefix is not None else []
+    hit = prefix.match(tied, hashes) if prefix is not None and hashes else None
+    chosen = hit if hit is not None else pick_min(tied, _prefill_score, turn)
+    if prefix is not None and hashes:
+        prefix.remember(chosen.id, hashes)
+    return chosen
 
 
 @dataclass

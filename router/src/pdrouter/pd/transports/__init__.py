@@ -5,10 +5,10 @@ from __future__ import annotations
 from pdrouter.config import KvTransport as TransportName
 from pdrouter.config import RouterSettings
 from pdrouter.pd.transports.base import KvTransport
-from pdrouter.proxy.client import UpstreamClient
+from pdrouter.proxy.client import EngineClient
 
 
-def build_transport(settings: RouterSettings, client: UpstreamClient) -> KvTransport:
+def build_transport(settings: RouterSettings, client: EngineClient) -> KvTransport:
     if settings.kv_transport is TransportName.LMCACHE:
         from pdrouter.pd.transports.lmcache import LmcacheTransport
         from pdrouter.pd.transports.lmcache_notify import KvReadyListener
