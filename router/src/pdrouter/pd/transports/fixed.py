@@ -5,7 +5,7 @@ sends the untouched request to the decoder. No parameters travel through the rou
 from __future__ import annotations
 
 from pdrouter.pd.transports.base import DecodeRequest, PrefillResult, PrefillSender
-from pdrouter.pd.transports.nixl import cached_tokens_of
+from pdrouter.pd.transports.nixl import cached_tokens_of, prefill_payload
 from pdrouter.proxy.context import ClientRequest
 from pdrouter.stats.engine_state import EngineState
 
@@ -29,13 +29,8 @@ class FixedPeerTransport:
         send: PrefillSender,
         deadline: float,
     ) -> PrefillResult:
-        body = dict(req.payload)
-        body["stream"] = False
-        body["max_tokens"] = 1
-        if "max_completion_tokens" in body:
-            body["max_completion_tokens"] = 1
-        for name in ("stream_options", "min_tokens", "min_completion_tokens"):
-            body.pop(name, None)
+        body = prefill_payload(req.payload)  # one token, no streaming, like the NIXL leg...
+        del body["kv_transfer_params"]  # ...but the engines find each other by themselves
         response = await send(prefill, req.path, body, deadline)
         return PrefillResult(prefill, response, None, cached_tokens_of(response))
 
