@@ -7,11 +7,12 @@ legs look; they never decide about retries, deadlines or breakers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import orjson
@@ -61,6 +62,31 @@ class _LegFailed(Exception):
     def __init__(self, message: str, timeout: bool = False) -> None:
         super().__init__(message)
         self.timeout = timeout
+
+
+@contextlib.contextmanager
+def _leg_errors(
+    call: EngineCall, leg: str, on_abort: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """Map an engine call's transport failures to _LegFailed, charging the engine; anything
+    else (a cancelled client, our own errors) closes the call as cancelled and propagates."""
+    name = call.engine.endpoint.display_name
+    try:
+        yield
+    except EngineConnectError as exc:
+        call.close("error", engine_fault=True)
+        raise _LegFailed(f"{leg} engine {name} unreachable: {exc}") from None
+    except EngineTimeout as exc:
+        call.close("error", engine_fault=True)
+        raise _LegFailed(f"{leg} engine {name} timed out ({exc.what})", True) from None
+    except EngineBrokenStream as exc:
+        call.close("error", engine_fault=True)
+        raise _LegFailed(f"{leg} engine {name} broke off: {exc}") from None
+    except BaseException:
+        call.close("cancelled")
+        if on_abort is not None:
+            on_abort()
+        raise
 
 
 class _EngineRejected(Exception):
@@ -220,7 +246,7 @@ class PdOrchestrator:
     ) -> dict[str, Any]:
         call = EngineCall(engine, self.metrics, "prefill")
         name = engine.endpoint.display_name
-        try:
+        with _leg_errors(call, "prefill"):
             resp = await self.client.post(
                 engine.endpoint.url + path,
                 orjson.dumps(body),
@@ -228,18 +254,6 @@ class PdOrchestrator:
                 first_byte_timeout=deadline,
             )
             raw = await resp.read(max(deadline - (time.monotonic() - call.started), 0.001))
-        except EngineConnectError as exc:
-            call.close("error", engine_fault=True)
-            raise _LegFailed(f"prefill engine {name} unreachable: {exc}") from None
-        except EngineTimeout as exc:
-            call.close("error", engine_fault=True)
-            raise _LegFailed(f"prefill engine {name} timed out ({exc.what})", True) from None
-        except EngineBrokenStream as exc:
-            call.close("error", engine_fault=True)
-            raise _LegFailed(f"prefill engine {name} broke off: {exc}") from None
-        except BaseException:
-            call.close("cancelled")
-            raise
         if resp.status >= 500:
             call.close("error", engine_fault=True)
             raise _LegFailed(
@@ -305,25 +319,13 @@ class PdOrchestrator:
     ) -> Outcome:
         call = EngineCall(engine, self.metrics, "decode")
         name = engine.endpoint.display_name
-        try:
+        with _leg_errors(call, "decode"):
             resp = await self.client.post(
                 engine.endpoint.url + dreq.path,
                 dreq.body,
                 engine_headers(req.forward_headers, req.request_id),
             )
-        except EngineConnectError as exc:
-            call.close("error", engine_fault=True)
-            raise _LegFailed(f"decode engine {name} unreachable: {exc}") from None
-        except EngineTimeout as exc:
-            call.close("error", engine_fault=True)
-            raise _LegFailed(f"decode engine {name} timed out ({exc.what})", True) from None
-        except EngineBrokenStream as exc:
-            call.close("error", engine_fault=True)
-            raise _LegFailed(f"decode engine {name} broke off: {exc}") from None
-        except BaseException:
-            call.close("cancelled")
-            raise
-        try:
+        with _leg_errors(call, "decode", on_abort=resp.release):
             if resp.status >= 500:
                 detail = error_detail(await resp.read(self.client.idle_timeout))
                 call.close("error", engine_fault=True)
@@ -338,16 +340,6 @@ class PdOrchestrator:
                 if ok and dreq.transform_body is not None:
                     raw = dreq.transform_body(raw)
                 return BodyOutcome(resp.status, raw, resp.headers.get("content-type"))
-        except EngineTimeout as exc:
-            call.close("error", engine_fault=True)
-            raise _LegFailed(f"decode engine {name} timed out ({exc.what})", True) from None
-        except EngineBrokenStream as exc:
-            call.close("error", engine_fault=True)
-            raise _LegFailed(f"decode engine {name} broke off: {exc}") from None
-        except BaseException:
-            call.close("cancelled")
-            resp.release()
-            raise
         chunks: AsyncIterator[bytes] = relay_chunks(
             resp, call, self.metrics, req.model, req.arrived
         )
