@@ -18,12 +18,18 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from pdrouter.proxy.client import EngineTimeout
-from pdrouter.proxy.errors import RouterError, upstream_failed, upstream_timeout
+from pdrouter.proxy.errors import (
+    RouterError,
+    upstream_failed,
+    upstream_timeout,
+    upstream_truncated,
+)
 from pdrouter.proxy.rawclient import RawResponse
 from pdrouter.proxy.tracking import EngineCall
 from pdrouter.stats.router_metrics import RouterMetrics
 
 _DONE = b"[DONE]"
+_GAPS_HELD = 256  # a long stream puts its gaps into the histogram in batches of this
 
 
 class StreamClock:
@@ -57,6 +63,8 @@ class StreamClock:
         elif self.first_token_seen:
             if self._last:
                 self._gaps.append(now - self._last)
+                if len(self._gaps) >= _GAPS_HELD:
+                    self.flush()
             self._last = now
 
     def flush(self) -> None:
@@ -86,17 +94,6 @@ def stream_failure(exc: BaseException, name: str) -> RouterError:
     if isinstance(exc, EngineTimeout):
         return upstream_timeout(name, exc.what)
     return upstream_failed(name, 200, f"stream broke: {exc}")
-
-
-def truncated(name: str) -> RouterError:
-    return RouterError(
-        502,
-        f"engine {name} ended the stream early",
-        type="upstream_error",
-        code="truncated_stream",
-        phase="upstream",
-        retryable=True,
-    )
 
 
 class ClientWriter(Protocol):
@@ -169,6 +166,7 @@ class PushRelay:
                     break
                 await writer.drain()  # the client's transport asked us to wait
                 self._paused = False
+                self._last_data = time.monotonic()  # the engine's idle deadline starts again
                 self._wake = loop.create_future()
                 self._resp.resume_reading()
             return self._error
@@ -202,7 +200,7 @@ class PushRelay:
             call.close("ok")
         else:
             call.close("error", engine_fault=True)
-            self._error = self._mapped(truncated(self._name))
+            self._error = self._mapped(upstream_truncated(self._name))
         self._finish()
 
     def on_error(self, exc: BaseException) -> None:
@@ -236,5 +234,4 @@ class PushRelay:
             self._timer = loop.call_later(wait, self._check_idle)
             return
         self._timer = None
-        self._resp.release()  # drops the connection: the engine stops generating
-        self.on_error(EngineTimeout("idle between chunks"))
+        self.on_error(EngineTimeout("idle between chunks"))  # drops the engine connection

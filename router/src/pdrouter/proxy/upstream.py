@@ -9,9 +9,9 @@ import orjson
 
 from pdrouter.proxy.client import EngineBrokenStream, EngineResponse, EngineTimeout
 from pdrouter.proxy.context import ClientRequest
-from pdrouter.proxy.errors import RouterError
+from pdrouter.proxy.errors import RouterError, upstream_truncated
 from pdrouter.proxy.rawclient import RawResponse
-from pdrouter.proxy.relay import PushRelay, StreamClock, stream_failure, truncated
+from pdrouter.proxy.relay import PushRelay, StreamClock, stream_failure
 from pdrouter.proxy.tracking import EngineCall
 from pdrouter.stats.router_metrics import RouterMetrics
 
@@ -71,7 +71,7 @@ async def relay_chunks(
             raise stream_failure(exc, name) from None
         if b"[DONE]" not in tail:
             call.close("error", engine_fault=True)
-            raise truncated(name)
+            raise upstream_truncated(name)
         call.close("ok")
     finally:
         clock.flush()
