@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from benchmarks.router.procstat import format_cpus
 
@@ -38,6 +39,7 @@ class EnginePool:
         self.cpus = cpus
         self.procs: list[subprocess.Popen[bytes]] = []
         self.ports: list[int] = []
+        self._logs: list[IO[bytes]] = []
         tmp = Path(tempfile.mkdtemp(prefix="bench-engines-"))
         files = []
         for i in range(count):
@@ -45,7 +47,8 @@ class EnginePool:
             argv = ["taskset", "-c", format_cpus(cpus), sys.executable, "-m"]
             argv += ["benchmarks.router.fast_engine", "--port-file", str(port_file)]
             argv += ["--engine-id", f"engine-{i}"]
-            log = open(tmp / f"engine-{i}.log", "ab")  # noqa: SIM115 - the child keeps it
+            log = open(tmp / f"engine-{i}.log", "ab")  # noqa: SIM115 - closed in stop()
+            self._logs.append(log)
             self.procs.append(
                 subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=_ENV)
             )
@@ -94,6 +97,8 @@ class EnginePool:
                 proc.wait(5)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        for log in self._logs:
+            log.close()
 
 
 @dataclass
