@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -41,6 +42,7 @@ class EnginePool:
         self.ports: list[int] = []
         self._logs: list[IO[bytes]] = []
         tmp = Path(tempfile.mkdtemp(prefix="bench-engines-"))
+        self._dir = tmp
         files = []
         for i in range(count):
             port_file = tmp / f"port-{i}"
@@ -99,6 +101,7 @@ class EnginePool:
                 proc.kill()
         for log in self._logs:
             log.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 @dataclass
@@ -153,8 +156,9 @@ class RouterProc:
             if self._get(self.spec.ready_path) == 200 and self._probe():
                 return
             if time.monotonic() > deadline:
+                text = self.log_text()
                 self.stop()
-                raise RuntimeError(f"{self.spec.name} not ready in {timeout}s:\n{self.log_text()}")
+                raise RuntimeError(f"{self.spec.name} not ready in {timeout}s:\n{text}")
             time.sleep(0.2)
 
     def _get(self, path: str) -> int:
@@ -182,6 +186,10 @@ class RouterProc:
             return str(resp.read().decode())
 
     def stop(self) -> None:
+        self._stop()
+        shutil.rmtree(self.log_path.parent, ignore_errors=True)
+
+    def _stop(self) -> None:
         if self.proc.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
