@@ -8,7 +8,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.pdstack-installed
 PYTEST := $(PY) -m pytest
 MODE ?= pd
-ROUTER_CORES ?= 1
+ROUTER_CORES ?= 4
+BENCH_ROUTER_FLAGS ?=
 
 .PHONY: help setup lint test test-unit test-e2e test-faults test-fuzz test-docs chart-test tools engines engines-vllm \
         engines-sim demo \
@@ -83,8 +84,8 @@ bench-fake: $(STAMP) ## Multi-round QA through the router over fast test engines
 	$(PY) benchmarks/multi-round-qa/local_stack.py --qps 2,4,8 --duration 20 \
 	  -- --users 16 --rounds 4 --slo-ttft-ms 200 --slo-itl-ms 20
 
-bench-router: $(STAMP) ## Router overhead benchmark against fast test engines (ROUTER_CORES=1)
-	$(PY) -m benchmarks.router.bench_router --router-cores $(ROUTER_CORES)
+bench-router: $(STAMP) ## Router overhead table, pdstack vs vllm-router (BENCH_ROUTER_FLAGS=--quick)
+	$(PY) -m benchmarks.router.bench_router --router-cores $(ROUTER_CORES) $(BENCH_ROUTER_FLAGS)
 
 soak: $(STAMP) ## Long mixed load with injected faults; reports RSS and descriptors
 	$(PY) -m benchmarks.soak.soak

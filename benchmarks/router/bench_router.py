@@ -1,211 +1,261 @@
-"""Router overhead benchmark: the same load direct to fake engines and through routers.
+"""Router overhead benchmark: the same loads direct to fast fake engines and through routers.
 
-    python -m benchmarks.router.bench_router --router-cores 1          # ~5 minutes
-    python -m benchmarks.router.bench_router --quick                   # ~1 minute
-    python -m benchmarks.router.bench_router --router-cores 0-3 --engine-cores 4-13 \
-        --loadgen-cores 14,15 --loadgen-procs 2
+    python -m benchmarks.router.bench_router            # 16 cores: 1- and 4-core table, ~5 min
+    python -m benchmarks.router.bench_router --quick    # a 2-core machine: 1-core rows, ~2 min
 
-Three phases per target, all closed loop over keep-alive connections:
-saturation (requests/s, tokens/s, router CPU per request), realistic (64 streams against
-engines with TTFT 50 ms / ITL 10 ms: added TTFT and end-to-end latency) and one stream at a
-time (a latency floor, e.g. Nagle stalls, would show here). Targets: direct to the engines,
-pdstack-router in roundrobin, with --log-requests, and in disagg_prefill (NIXL), plus the Rust
-vllm-router from PyPI when benchmarks/router/install_peers.sh installed it. Results: a table on
-stdout and JSON under results/bench-router/.
+Scenarios (benchmarks/router/scenarios.py): plain tiny streams, one stream at a time, realistic
+streams (TTFT 50 ms, ITL 10 ms, 64 tokens) at c=64 and c=512, PD tiny and PD realistic, on one
+router core, and plain / realistic / PD on four (`--workers 4`). Targets: pdstack-router and the
+Rust vllm-router 0.1.17 (benchmarks/router/install_peers.sh, or $VLLM_ROUTER_BIN) in the same
+run, neither logging per request, each compared with the engines answering directly. Results:
+a table on stdout, Markdown and JSON under --out; `--profile realistic` adds a py-spy flame
+graph of pdstack in that 1-core scenario (an extra, unmeasured phase).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
+import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks.router.phase import PhaseResult, PhaseSpec, run_phase
 from benchmarks.router.procstat import format_cpus, parse_cpus, tree_rss_bytes
-from benchmarks.router.report import LEGEND, histogram_mean, histogram_quantile, table
+from benchmarks.router.report import (
+    LEGEND,
+    bucket_delta,
+    bucket_quantile,
+    histogram_buckets,
+    markdown,
+)
+from benchmarks.router.scenarios import CpuLayout, Scenario, layout, scenarios
 from benchmarks.router.targets import (
     ROOT,
     EnginePool,
     RouterProc,
     RouterSpec,
-    pdstack_specs,
-    vllm_router_specs,
+    pdstack_spec,
+    vllm_router_binary,
+    vllm_router_spec,
 )
 
-# The Rust vllm-router's measured per-core rate: engines must keep up with at least that.
-_PARITY_RPS_PER_CORE = 4200
+_HANDOFF = "pdstack_router_pd_handoff_seconds"
 
 
-def phases(args: argparse.Namespace) -> list[PhaseSpec]:
-    scale = 0.1 if args.smoke else 0.25 if args.quick else 1.0
-    warm = max(0.3, 1.5 * scale)
-    return [
-        PhaseSpec("saturation", args.concurrency, 16, 0, 0, warm, max(0.7, 8 * scale)),
-        PhaseSpec("realistic", args.streams, 64, 50, 10, max(1.0, 2 * scale), max(1.2, 10 * scale)),
-        # one stream at a time: long enough to finish a few requests even on a busy machine
-        PhaseSpec("light", 1, 16, 0, 0, warm, max(2.0, 3 * scale)),
-    ]
+def _length(args: argparse.Namespace) -> str:
+    return "smoke" if args.smoke else "quick" if args.quick else "full"
 
 
-def allocate_cpus(args: argparse.Namespace) -> tuple[list[int], list[int], list[int]]:
-    """Router cores first; the rest is split between load generators and engines."""
-    available = sorted(os.sched_getaffinity(0))
-    spec = str(args.router_cores)
-    router = available[: int(spec)] if spec.isdigit() else parse_cpus(spec)
-    rest = [c for c in available if c not in router] or available
-    if args.loadgen_cores:
-        loadgen = parse_cpus(args.loadgen_cores)
-    else:
-        loadgen = rest[: max(1, len(rest) // 4)]
-    if args.engine_cores:
-        engines = parse_cpus(args.engine_cores)
-    else:
-        engines = [c for c in rest if c not in loadgen] or rest
-    return router, engines, loadgen
+def _run(
+    s: Scenario, urls: list[str], lay: CpuLayout, watch: dict[str, list[int]], length: str
+) -> PhaseResult:
+    spec: PhaseSpec = s.phase(length)
+    return run_phase(spec, urls, lay.loadgen, len(lay.loadgen), watch)
 
 
-def calibrate(pool: EnginePool, args: argparse.Namespace, loadgen: list[int]) -> dict[str, Any]:
-    """One fake engine's capacity per core, hence how many engine cores a router core needs."""
-    spec = PhaseSpec("calibration", args.concurrency, 16, 0, 0, 0.3, 1.0 if args.smoke else 2.0)
-    one = pool.engines[0]
-    assert one.proc is not None
-    res = run_phase(spec, [one.url], loadgen, args.loadgen_procs, {"engine": [one.proc.pid]})
-    per_core = res.completed_total / max(res.cpu_s["engine"], 1e-6)
+def calibrate(pool: EnginePool, lay: CpuLayout, length: str) -> dict[str, Any]:
+    """One engine alone under the plain tiny load: its req/s per core, and the load generator's."""
+    probe = Scenario("calibration", 1, "plain", 32, 16)
+    res = _run(probe, pool.urls()[:1], lay, {"engine": pool.pids[:1]}, length)
+    done = max(res.completed_total, 1)
     return {
         "one_engine_rps": res.rps,
-        "engine_rps_per_core": per_core,
-        "engine_cpu_s_per_1k": 1000 * res.cpu_s["engine"] / max(res.completed_total, 1),
-        "loadgen_cpu_s_per_1k": 1000 * res.loadgen_cpu_s / max(res.completed_total, 1),
-        "engine_cores_needed_for_parity": math.ceil(
-            _PARITY_RPS_PER_CORE * args.router_core_count / per_core
-        ),
+        "engine_rps_per_core": done / max(res.cpu_s["engine"], 1e-6),
+        "loadgen_rps_per_core": done / max(res.loadgen_cpu_s, 1e-6),
+        "errors": res.errors,
     }
 
 
-def measure(
-    name: str,
-    kind: str,
-    mode: str,
-    urls: list[str],
-    pool: EnginePool,
-    args: argparse.Namespace,
-    cpus: dict[str, list[int]],
-    router: RouterProc | None,
-) -> dict[str, Any]:
-    """All phases against one target; CPU of the router tree (or engines when direct)."""
-    watch = {"engines": pool.pids}
-    if router is not None:
-        watch["router"] = [router.pid]
-    out: dict[str, Any] = {"name": name, "kind": kind, "mode": mode}
-    for spec in phases(args):
-        pool.configure(spec.ttft_ms, spec.itl_ms)
-        res: PhaseResult = run_phase(spec, urls, cpus["loadgen"], args.loadgen_procs, watch)
-        out[spec.name] = res.as_dict()
-        if spec.name == "saturation":
-            who = "router" if router is not None else "engines"
-            out["cpu_s_per_1k"] = 1000 * res.cpu_s[who] / max(res.completed_total, 1)
-            pid = router.pid if router is not None else pool.pids[0]
-            out["rss_mb"] = tree_rss_bytes(pid) / 2**20
-            out["busy_loadgen"] = res.loadgen_cpu_s / (res.wall_s * len(cpus["loadgen"]))
-            out["busy_engines"] = res.cpu_s["engines"] / (res.wall_s * len(cpus["engines"]))
-        print(
-            f"  {name:<16} {spec.name:<10} {res.rps:7.0f} req/s  ttft p50 {res.ttft_p50:6.2f} ms"
-            f"  e2e p50 {res.e2e_p50:6.2f} ms  errors {res.errors}",
-            flush=True,
-        )
-    if router is not None and router.spec.has_pd_metrics:
-        text = router.metrics_text()
-        p50 = histogram_quantile(text, "pdstack_router_pd_handoff_seconds", 0.5)
-        mean = histogram_mean(text, "pdstack_router_pd_handoff_seconds")
-        out["handoff_p50_ms"] = None if p50 is None else 1000 * p50
-        out["handoff_mean_ms"] = None if mean is None else 1000 * mean
+def figures(res: PhaseResult, lay: CpuLayout, who: str | None) -> dict[str, Any]:
+    """What the table reports for one phase (router CPU when `who` names the router)."""
+    done = max(res.completed_total, 1)
+    out: dict[str, Any] = {
+        "rps": res.rps,
+        "errors": res.errors,
+        "ttft_p50": res.ttft_p50,
+        "ttft_p99": res.ttft_p99,
+        "e2e_p50": res.e2e_p50,
+        "e2e_p99": res.e2e_p99,
+        "completed": res.completed_total,
+        "busy_engines": res.cpu_s["engines"] / (res.wall_s * len(lay.engines)),
+        "busy_loadgen": res.loadgen_cpu_s / (res.wall_s * len(lay.loadgen)),
+        "engine_cpu_us_per_req": 1e6 * res.cpu_s["engines"] / done,
+        "loadgen_cpu_us_per_req": 1e6 * res.loadgen_cpu_s / done,
+    }
+    if who is not None:
+        out["cpu_us_per_req"] = 1e6 * res.cpu_s[who] / done
     return out
 
 
-def run_router(
-    spec: RouterSpec, pool: EnginePool, args: argparse.Namespace, cpus: dict[str, list[int]]
-) -> dict[str, Any]:
-    router = RouterProc(spec, cpus["router"])
-    try:
-        router.wait_ready()
-        urls = [router.url]
-        return measure(spec.name, "router", spec.mode, urls, pool, args, cpus, router)
-    finally:
-        router.stop()
+def _added(fig: dict[str, Any], base: dict[str, Any]) -> None:
+    for key in ("ttft_p50", "ttft_p99", "e2e_p50"):
+        fig["added_" + key] = fig[key] - base[key]
+
+
+def _print(target: str, s: Scenario, fig: dict[str, Any]) -> None:
+    cpu = fig.get("cpu_us_per_req")
+    busy = f"eng {fig['busy_engines']:.0%} lg {fig['busy_loadgen']:.0%}"
+    print(
+        f"  {target:<12} {s.name:<14} {s.cores}c c={s.concurrency:<4} {fig['rps']:7.0f} req/s"
+        + (f"  {cpu:6.0f} µs/req" if cpu is not None else "  (engines)      ")
+        + f"  ttft p50 {fig['ttft_p50']:6.1f} p99 {fig['ttft_p99']:6.1f} ms"
+        + f"  errors {fig['errors']}  busy {busy}",
+        flush=True,
+    )
+
+
+def profile(router: RouterProc, s: Scenario, lay: CpuLayout, args: argparse.Namespace) -> str:
+    """py-spy flame graph of the router during one more phase of `s` (not measured)."""
+    spec = s.phase(_length(args))
+    out = Path(args.out) / f"profile-{s.name}-{s.cores}c.svg"
+    seconds = max(2, int(spec.warmup + spec.duration) - 1)
+    argv = [args.py_spy, "record", "--pid", str(router.pid), "--rate", "200", "--nonblocking"]
+    argv += ["--duration", str(seconds), "--format", "flamegraph", "--output", str(out)]
+    if s.cores > 1:
+        argv.append("--subprocesses")
+    spy = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    run_phase(spec, [router.url], lay.loadgen, len(lay.loadgen), {})
+    text = spy.communicate(timeout=60)[0].decode(errors="replace")
+    if spy.returncode != 0:
+        print(f"  py-spy failed: {text[-500:]}", flush=True)
+        return ""
+    print(f"  profile: {out}", flush=True)
+    return str(out)
+
+
+def run_target(
+    name: str,
+    make_spec: Any,
+    groups: dict[tuple[int, str], list[Scenario]],
+    pool: EnginePool,
+    lay: CpuLayout,
+    args: argparse.Namespace,
+    rows: dict[tuple[str, int], dict[str, Any]],
+) -> None:
+    """Start the router once per (cores, mode) and run that group's scenarios through it."""
+    for (cores, mode), group in groups.items():
+        spec: RouterSpec = make_spec(mode, cores)
+        router = RouterProc(spec, lay.router_cores(cores))
+        try:
+            router.wait_ready()
+            for s in group:
+                pool.configure(s.ttft_ms, s.itl_ms, s.kv_ms)
+                before = (
+                    histogram_buckets(router.metrics_text(), _HANDOFF)
+                    if spec.has_pd_metrics
+                    else []
+                )
+                engines0 = pool.stats()
+                watch = {"router": [router.pid], "engines": pool.pids}
+                res = _run(s, [router.url], lay, watch, _length(args))
+                fig = figures(res, lay, "router")
+                fig["rss_mb"] = tree_rss_bytes(router.pid) / 2**20
+                engines1 = pool.stats()
+                for key in ("bad_decode", "not_found"):
+                    fig["engine_" + key] = engines1.get(key, 0) - engines0.get(key, 0)
+                if spec.has_pd_metrics:
+                    after = histogram_buckets(router.metrics_text(), _HANDOFF)
+                    p50 = bucket_quantile(bucket_delta(after, before), 0.5)
+                    fig["handoff_p50_ms"] = None if p50 is None else 1000 * p50
+                row = rows[(s.name, s.cores)]
+                _added(fig, row["direct"])
+                row[name] = fig
+                _print(name, s, fig)
+                if name == "pdstack" and s.cores == 1 and s.name in args.profile and args.py_spy:
+                    pool.configure(s.ttft_ms, s.itl_ms, s.kv_ms)
+                    row["profile"] = profile(router, s, lay, args)
+        except RuntimeError as exc:
+            print(f"  {name} {mode} {cores}c: skipped: {exc}", flush=True)
+        finally:
+            router.stop()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--router-cores", default="1", help="a count (1) or a cpu list (0-3, 2,3)")
-    ap.add_argument("--engine-cores", default="", help="cpu list (default: what is left)")
-    ap.add_argument("--loadgen-cores", default="", help="cpu list (default: a quarter of the rest)")
-    ap.add_argument("--loadgen-procs", type=int, default=0, help="default: one per loadgen core")
-    ap.add_argument("--engines", type=int, default=0, help="fake engines (default: auto, even)")
-    ap.add_argument("--concurrency", type=int, default=32, help="saturation streams")
-    ap.add_argument("--streams", type=int, default=64, help="realistic streams")
-    ap.add_argument("--targets", default="", help="comma list of target names (default: all)")
+    ap.add_argument("--router-cores", type=int, default=4, help="most router cores (1 or 4)")
+    ap.add_argument("--engine-cores", default="", help="cpu list (default: see scenarios.py)")
+    ap.add_argument("--loadgen-cores", default="", help="cpu list (default: see scenarios.py)")
+    ap.add_argument("--engines", type=int, default=0, help="fast engines (default: one a core)")
+    ap.add_argument("--scenarios", default="", help="comma list of scenario names (default: all)")
     ap.add_argument("--no-peers", action="store_true", help="skip the Rust vllm-router")
-    ap.add_argument("--quick", action="store_true", help="short phases (about a minute)")
+    ap.add_argument("--profile", default="", help="comma list of 1-core scenarios to profile")
+    ap.add_argument("--py-spy", default=shutil.which("py-spy") or "", help="py-spy binary")
+    ap.add_argument("--quick", action="store_true", help="short phases for a 2-core machine")
     ap.add_argument("--smoke", action="store_true", help="shortest phases (for the test)")
     ap.add_argument("--out", default=str(ROOT / "results" / "bench-router"))
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    args.profile = [p for p in args.profile.split(",") if p]
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    router_cpus, engine_cpus, loadgen_cpus = allocate_cpus(args)
-    args.router_core_count = len(router_cpus)
-    args.loadgen_procs = args.loadgen_procs or len(loadgen_cpus)
-    workers = len(router_cpus)
-    n_engines = args.engines or max(4, len(engine_cpus) + len(engine_cpus) % 2)
-    cpus = {"router": router_cpus, "engines": engine_cpus, "loadgen": loadgen_cpus}
+    length = _length(args)
+    lay = layout(args.router_cores, parse_cpus(args.engine_cores), parse_cpus(args.loadgen_cores))
+    wanted = set(filter(None, args.scenarios.split(",")))
+    plan = [s for s in scenarios(length, len(lay.router)) if not wanted or s.name in wanted]
+    n_engines = args.engines or max(2, len(lay.engines) + len(lay.engines) % 2)
     print(
-        f"cpus: router {format_cpus(router_cpus)} (workers {workers}), engines "
-        f"{format_cpus(engine_cpus)} ({n_engines} fake engines), load generator "
-        f"{format_cpus(loadgen_cpus)} ({args.loadgen_procs} procs); load average "
-        f"{os.getloadavg()[0]:.1f}",
+        f"cpus: router {format_cpus(lay.router)}, engines {format_cpus(lay.engines)} "
+        f"({n_engines} fast fake engines), load generators {format_cpus(lay.loadgen)}; "
+        f"load average {os.getloadavg()[0]:.1f}",
         flush=True,
     )
-    wanted = set(filter(None, args.targets.split(",")))
-    pool = EnginePool(n_engines, engine_cpus)
-    results: list[dict[str, Any]] = []
     started = time.monotonic()
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    pool = EnginePool(n_engines, lay.engines)
     try:
-        calib = calibrate(pool, args, loadgen_cpus)
+        calib = calibrate(pool, lay, length)
         print(
-            f"one fake engine: {calib['engine_rps_per_core']:.0f} req/s per core "
-            f"({calib['engine_cpu_s_per_1k']:.3f} CPU s/1k req); "
-            f"{calib['engine_cores_needed_for_parity']} engine cores needed to keep up with "
-            f"{_PARITY_RPS_PER_CORE} req/s per router core; have {len(engine_cpus)}",
+            f"one fast engine: {calib['engine_rps_per_core']:.0f} tiny streams/s per core; "
+            f"load generator: {calib['loadgen_rps_per_core']:.0f} per core",
             flush=True,
         )
-        specs = pdstack_specs(pool, workers)
-        if not args.no_peers:
-            specs += vllm_router_specs(pool, workers)
-        plan: list[tuple[str, str, RouterSpec | None]] = [("direct", "plain", None)]
-        plan += [(s.name, s.mode, s) for s in specs if s.mode == "plain"]
-        plan += [("direct-decode", "pd", None)]
-        plan += [(s.name, s.mode, s) for s in specs if s.mode == "pd"]
-        for name, mode, spec in plan:
-            if wanted and name not in wanted:
-                continue
-            try:
-                if spec is None:
-                    urls = pool.urls("all" if mode == "plain" else "decode")
-                    results.append(
-                        measure(name, "direct", mode, urls, pool, args, cpus, router=None)
-                    )
-                else:
-                    results.append(run_router(spec, pool, args, cpus))
-            except RuntimeError as exc:
-                print(f"  {name}: skipped: {exc}", flush=True)
+        directs: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for s in plan:
+            if s.direct_key not in directs:
+                pool.configure(s.ttft_ms, s.itl_ms, 0.0)
+                urls = pool.urls("all" if s.mode == "plain" else "decode")
+                res = _run(s, urls, lay, {"engines": pool.pids}, length)
+                directs[s.direct_key] = figures(res, lay, None)
+                _print("direct", s, directs[s.direct_key])
+            rows[(s.name, s.cores)] = {
+                "scenario": s.name,
+                "cores": s.cores,
+                "mode": s.mode,
+                "concurrency": s.concurrency,
+                "max_tokens": s.max_tokens,
+                "ttft_ms": s.ttft_ms,
+                "itl_ms": s.itl_ms,
+                "kv_ms": s.kv_ms,
+                "direct": directs[s.direct_key],
+                "direct_rps": directs[s.direct_key]["rps"],
+            }
+        groups: dict[tuple[int, str], list[Scenario]] = {}
+        for s in plan:
+            groups.setdefault((s.cores, s.mode), []).append(s)
+        run_target("pdstack", lambda m, c: pdstack_spec(pool, m, c), groups, pool, lay, args, rows)
+        binary = vllm_router_binary()
+        if binary is not None and not args.no_peers:
+            run_target(
+                "vllm-router",
+                lambda m, c: vllm_router_spec(pool, m, binary),
+                groups,
+                pool,
+                lay,
+                args,
+                rows,
+            )
+        elif not args.no_peers:
+            print("vllm-router not installed (benchmarks/router/install_peers.sh)", flush=True)
     finally:
         pool.stop()
+    table = markdown(list(rows.values()))
     report = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -213,32 +263,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "python": platform.python_version(),
             "load_average": os.getloadavg(),
         },
-        "cpus": cpus,
+        "cpus": {"router": lay.router, "engines": lay.engines, "loadgen": lay.loadgen},
         "engines": n_engines,
-        "workers": workers,
-        "phases": [p.__dict__ for p in phases(args)],
+        "length": length,
         "calibration": calib,
-        "targets": results,
+        "rows": list(rows.values()),
         "elapsed_s": time.monotonic() - started,
     }
-    sat, real = phases(args)[0], phases(args)[1]
     print()
-    print(table(results))
-    print(
-        LEGEND.format(
-            sat_c=sat.concurrency,
-            sat_t=sat.max_tokens,
-            real_c=real.concurrency,
-            real_ttft=real.ttft_ms,
-            real_itl=real.itl_ms,
-            real_t=real.max_tokens,
-        )
-    )
+    print(table)
+    print(LEGEND)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"bench-router-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(report, indent=1))
-    print(f"results: {path}")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (out / f"bench-router-{stamp}.json").write_text(json.dumps(report, indent=1))
+    (out / f"bench-router-{stamp}.md").write_text(
+        f"{_cpu_model()}, {os.cpu_count()} cpus, Python {platform.python_version()}, "
+        f"load average {os.getloadavg()[0]:.1f}, {length} run of {report['elapsed_s']:.0f} s\n\n"
+        f"{table}\n\n{LEGEND}\n"
+    )
+    print(f"results: {out}/bench-router-{stamp}.{{json,md}}")
     return report
 
 

@@ -4,8 +4,8 @@
         --max-tokens 16 --start-at <monotonic> --warmup 1 --duration 5
 
 Each of `--concurrency` workers owns one keep-alive HTTP/1.1 connection and sends the next
-request as soon as the previous stream ends. The client is a small hand-written HTTP/1.1 parser
-(chunked or content-length bodies) rather than aiohttp, because a load generator that costs as
+request as soon as the previous stream ends. The client is a small asyncio protocol on
+httptools' C parser rather than aiohttp, because a load generator that costs as
 much CPU per request as the router under test would measure itself. It prints one JSON object:
 every sample (start, ttft, e2e, ok, tokens) relative to `--start-at`, plus its own CPU seconds.
 Several processes can share one `--start-at` (CLOCK_MONOTONIC is system-wide), so the parent
@@ -20,9 +20,11 @@ import json
 import resource
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
+
+import httptools
 
 _DONE = b"data: [DONE]"
 
@@ -41,27 +43,15 @@ class Reply:
     keep_alive: bool
 
 
-@dataclass
-class _Parse:
-    """Incremental parser state for one response."""
-
-    status: int = 0
-    chunked: bool = False
-    length: int = -1
-    keep_alive: bool = True
-    in_body: bool = False
-    body: bytearray = field(default_factory=bytearray)
-    first_body_at: float = 0.0
-
-
 class HttpConnection(asyncio.Protocol):
-    """One keep-alive connection that carries one request at a time."""
+    """One keep-alive connection that carries one request at a time (httptools' C parser)."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
+        self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[Reply] | None = None
-        self.parse = _Parse()
+        self.body: list[bytes] = []
+        self.first_body_at = 0.0
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -77,73 +67,36 @@ class HttpConnection(asyncio.Protocol):
         assert self.transport is not None
         if self.closed:
             raise ResponseError("connection closed")
-        self.parse = _Parse()
+        self.body = []
+        self.first_body_at = 0.0
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(data)
         return self.waiter
 
     def data_received(self, data: bytes) -> None:
-        self.buf += data
         try:
-            self._advance()
-        except (ValueError, IndexError) as exc:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
             if self.waiter is not None and not self.waiter.done():
                 self.waiter.set_exception(ResponseError(f"bad response: {exc}"))
             if self.transport is not None:
                 self.transport.close()
 
-    def _advance(self) -> None:
-        p, buf = self.parse, self.buf
-        if not p.in_body:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = bytes(buf[:end]).lower().split(b"\r\n")
-            del buf[: end + 4]
-            p.status = int(head[0].split(b" ", 2)[1])
-            for line in head[1:]:
-                name, _, value = line.partition(b":")
-                value = value.strip()
-                if name == b"transfer-encoding" and b"chunked" in value:
-                    p.chunked = True
-                elif name == b"content-length":
-                    p.length = int(value)
-                elif name == b"connection" and value == b"close":
-                    p.keep_alive = False
-            p.in_body = True
-        if buf and not p.first_body_at:
-            p.first_body_at = time.monotonic()
-        if p.chunked:
-            self._chunks()
-        elif 0 <= p.length <= len(buf):
-            p.body += buf[: p.length]
-            del buf[: p.length]
-            self._finish()
-        # neither chunked nor sized: the body ends when the server closes (counted as an error)
+    def on_body(self, body: bytes) -> None:
+        if not self.first_body_at:
+            self.first_body_at = time.monotonic()
+        self.body.append(body)
 
-    def _chunks(self) -> None:
-        p, buf = self.parse, self.buf
-        while True:
-            eol = buf.find(b"\r\n")
-            if eol < 0:
-                return
-            size = int(bytes(buf[:eol]).split(b";")[0], 16)
-            if size == 0:
-                if buf.find(b"\r\n\r\n", eol) < 0:  # wait for the (empty) trailer section
-                    return
-                del buf[: buf.find(b"\r\n\r\n", eol) + 4]
-                self._finish()
-                return
-            if len(buf) < eol + 2 + size + 2:
-                return
-            p.body += buf[eol + 2 : eol + 2 + size]
-            del buf[: eol + 2 + size + 2]
-
-    def _finish(self) -> None:
-        p = self.parse
+    def on_message_complete(self) -> None:
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
-            waiter.set_result(Reply(p.status, bytes(p.body), p.first_body_at, p.keep_alive))
+            reply = Reply(
+                self.parser.get_status_code(),
+                b"".join(self.body),
+                self.first_body_at,
+                self.parser.should_keep_alive(),
+            )
+            waiter.set_result(reply)
 
 
 def build_request(host: str, port: int, path: str, body: bytes, headers: dict[str, str]) -> bytes:

@@ -4,18 +4,31 @@ from __future__ import annotations
 
 from typing import Any
 
+Buckets = list[tuple[float, float]]
 
-def histogram_quantile(text: str, name: str, q: float) -> float | None:
-    """Quantile (seconds) of a Prometheus histogram from exposition text, linear within buckets."""
-    buckets: list[tuple[float, float]] = []
+
+def histogram_buckets(text: str, name: str) -> Buckets:
+    """Cumulative (upper bound, count) pairs of a Prometheus histogram, summed over labels."""
+    counts: dict[float, float] = {}
     for line in text.splitlines():
         if not line.startswith(name + "_bucket"):
             continue
         head, _, value = line.rpartition(" ")
         bound = head.split('le="', 1)[1].split('"', 1)[0]
-        buckets.append((float("inf") if bound == "+Inf" else float(bound), float(value)))
-    buckets.sort()
-    if not buckets or buckets[-1][1] == 0:
+        le = float("inf") if bound == "+Inf" else float(bound)
+        counts[le] = counts.get(le, 0.0) + float(value)
+    return sorted(counts.items())
+
+
+def bucket_delta(after: Buckets, before: Buckets) -> Buckets:
+    """What a histogram gained between two scrapes (one scenario of a long-lived router)."""
+    old = dict(before)
+    return [(le, count - old.get(le, 0.0)) for le, count in after]
+
+
+def bucket_quantile(buckets: Buckets, q: float) -> float | None:
+    """Quantile from cumulative buckets, linear within a bucket (as Prometheus does)."""
+    if not buckets or buckets[-1][1] <= 0:
         return None
     rank = q * buckets[-1][1]
     prev_le, prev_count = 0.0, 0.0
@@ -27,6 +40,11 @@ def histogram_quantile(text: str, name: str, q: float) -> float | None:
             return prev_le + (le - prev_le) * ((rank - prev_count) / span if span else 0.0)
         prev_le, prev_count = le, count
     return None
+
+
+def histogram_quantile(text: str, name: str, q: float) -> float | None:
+    """Quantile (seconds) of a Prometheus histogram from exposition text."""
+    return bucket_quantile(histogram_buckets(text, name), q)
 
 
 def histogram_mean(text: str, name: str) -> float | None:
@@ -43,55 +61,53 @@ def _f(value: float | None, fmt: str = "{:.0f}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def _delta(value: float, base: float | None) -> str:
-    return "" if base is None else f" ({value - base:+.1f})"
+def _ratio(a: float | None, b: float | None) -> str:
+    return "-" if a is None or not b else f"{a / b:.2f}"
 
 
-def table(results: list[dict[str, Any]]) -> str:
-    """One row per target; router rows compare with the direct row of the same mode."""
-    direct = {r["mode"]: r for r in results if r["kind"] == "direct"}
-    head = (
-        f"{'target':<16} {'req/s':>7} {'x dir':>6} {'tok/s':>7} {'CPU s/1k':>8} {'/core':>6} "
-        f"{'RSS MB':>7} "
-        f"{'TTFT p50 (+d)':>15} {'TTFT p99 (+d)':>15} {'e2e p50 (+d)':>15} "
-        f"{'e2e p99 (+d)':>15} {'1-stream e2e':>13} {'handoff':>8} {'err':>4} {'busy lg/eng':>11}"
-    )
-    rows = [head, "-" * len(head)]
-    for r in results:
-        base = direct.get(r["mode"])
-        sat, real, light = r["saturation"], r["realistic"], r["light"]
-        is_router = r["kind"] != "direct"
-        b_sat = base["saturation"] if base and is_router else None
-        b_real = base["realistic"] if base and is_router else None
-        b_light = base["light"] if base and is_router else None
-        b_light_e2e = b_light["e2e_p50"] if b_light else None
-        ratio = sat["rps"] / b_sat["rps"] if b_sat and b_sat["rps"] else None
-        errors = sat["errors"] + real["errors"] + light["errors"]
-        rows.append(
-            f"{r['name']:<16} {sat['rps']:>7.0f} {_f(ratio, '{:.2f}'):>6} "
-            f"{sat['tokens_per_s']:>7.0f} {_f(r.get('cpu_s_per_1k'), '{:.3f}'):>8} "
-            f"{_f(1000 / r['cpu_s_per_1k'] if r.get('cpu_s_per_1k') else None):>6} "
-            f"{_f(r.get('rss_mb')):>7} "
-            + "".join(
-                f"{real[k]:>6.1f}{_delta(real[k], b_real and b_real[k]):<9}"
-                for k in ("ttft_p50", "ttft_p99", "e2e_p50", "e2e_p99")
+def _added(r: dict[str, Any] | None, key: str) -> float | None:
+    return None if r is None else r.get(key)
+
+
+COLUMNS = (
+    "| scenario | router cores | c | direct req/s | target | req/s | CPU µs/req | req/s per core "
+    "| added TTFT p50 / p99 ms | added e2e p50 ms | errors | hand-off p50 ms | RSS MB |"
+)
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """One line per scenario and router, then a ratio line pdstack / Rust where both ran."""
+    out = [COLUMNS, "|---" * (COLUMNS.count("|") - 1) + "|"]
+    for row in rows:
+        for name in ("vllm-router", "pdstack"):
+            r = row.get(name)
+            if r is None:
+                continue
+            cpu = r.get("cpu_us_per_req")
+            out.append(
+                f"| {row['scenario']} | {row['cores']} | {row['concurrency']} "
+                f"| {_f(row.get('direct_rps'))} | {name} | {r['rps']:.0f} | {_f(cpu)} "
+                f"| {_f(1e6 / cpu if cpu else None)} "
+                f"| {_f(_added(r, 'added_ttft_p50'), '{:+.1f}')} / "
+                f"{_f(_added(r, 'added_ttft_p99'), '{:+.1f}')} "
+                f"| {_f(_added(r, 'added_e2e_p50'), '{:+.1f}')} | {r['errors']} "
+                f"| {_f(r.get('handoff_p50_ms'), '{:.3f}')} | {_f(r.get('rss_mb'))} |"
             )
-            + f"{light['e2e_p50']:>5.2f}{_delta(light['e2e_p50'], b_light_e2e):<8}"
-            + f" {_f(r.get('handoff_p50_ms'), '{:.3f}'):>8} {errors:>4} "
-            f"{r['busy_loadgen']:>5.0%}/{r['busy_engines']:<5.0%}"
-        )
-    return "\n".join(rows)
+        rust, ours = row.get("vllm-router"), row.get("pdstack")
+        if rust and ours:
+            out.append(
+                f"| {row['scenario']} | {row['cores']} | {row['concurrency']} | | "
+                f"**pdstack / Rust** | {_ratio(ours['rps'], rust['rps'])} "
+                f"| {_ratio(ours.get('cpu_us_per_req'), rust.get('cpu_us_per_req'))} "
+                f"| | | | | | |"
+            )
+    return "\n".join(out)
 
 
 LEGEND = """\
-req/s, tok/s: saturation (closed loop, {sat_c} streams of {sat_t} tokens, engines answer at once);
-x dir: ratio to direct to the same engines. CPU s/1k: CPU seconds per 1,000 requests of the
-router process tree (for direct rows: of the engines); /core: 1000 / that, the req/s one fully
-busy core would carry (robust on a shared machine, where wall-clock req/s is not).
-RSS: router tree (direct: one engine).
-TTFT/e2e ms: {real_c} realistic streams (TTFT {real_ttft:.0f} ms, ITL {real_itl:.0f} ms, \
-{real_t} tokens);
-(+d) = added vs direct. 1-stream e2e: one stream at a time, {sat_t} tokens, instant engines.
-handoff: pdstack_router_pd_handoff_seconds p50, ms. busy lg/eng: share of the load generator's /
-engines' cores used in the saturation phase (near 100% there means they, not the router, were
-the limit)."""
+req/s: completed streams per second (closed loop, c streams). CPU µs/req: CPU time of the
+router's whole process tree per completed request; req/s per core = 1e6 / that (what one fully
+busy core would carry). added TTFT/e2e: router minus direct to the same engines at the same
+load (PD: direct to the decode half answering plain requests, so PD adds its prefill round trip
+and the engines' kv_ms). hand-off: pdstack_router_pd_handoff_seconds p50 over the scenario.
+RSS: router tree at the end of the scenario. Ratios: pdstack / Rust (CPU: below 1 is better)."""

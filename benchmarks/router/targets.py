@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,13 +16,14 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
-from benchmarks.router.procstat import format_cpus, set_tree_affinity
-from tests.doubles.engine_proc import FakeEngine, start_fake_engine
+from benchmarks.router.procstat import format_cpus
 
 ROOT = Path(__file__).resolve().parents[2]
 PEER_VENV = ROOT / ".cache" / "bench-router" / "vllm-router-venv"
 MODEL = "tiny"
+_ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
 def free_port() -> int:
@@ -31,38 +33,75 @@ def free_port() -> int:
 
 
 class EnginePool:
-    """Fake engines (the test double) on loopback, pinned to the engine cores."""
+    """Fast fake engines (benchmarks/router/fast_engine.py) on loopback, pinned to the engine
+    cores; the first half serves as prefill, the second as decode in PD scenarios."""
 
     def __init__(self, count: int, cpus: list[int]) -> None:
         self.cpus = cpus
-        self.engines: list[FakeEngine] = []
-        for _ in range(count):
-            engine = start_fake_engine(models=[MODEL], max_num_seqs=4096)
-            assert engine.proc is not None
-            set_tree_affinity(engine.proc.pid, cpus)
-            self.engines.append(engine)
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.ports: list[int] = []
+        self._logs: list[IO[bytes]] = []
+        tmp = Path(tempfile.mkdtemp(prefix="bench-engines-"))
+        self._dir = tmp
+        files = []
+        for i in range(count):
+            port_file = tmp / f"port-{i}"
+            argv = ["taskset", "-c", format_cpus(cpus), sys.executable, "-m"]
+            argv += ["benchmarks.router.fast_engine", "--port-file", str(port_file)]
+            argv += ["--engine-id", f"engine-{i}"]
+            log = open(tmp / f"engine-{i}.log", "ab")  # noqa: SIM115 - closed in stop()
+            self._logs.append(log)
+            self.procs.append(
+                subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=_ENV)
+            )
+            files.append(port_file)
+        deadline = time.monotonic() + 30
+        for proc, port_file in zip(self.procs, files, strict=True):
+            while not port_file.exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"fast engine did not start; see {tmp}")
+                time.sleep(0.05)
+            self.ports.append(int(port_file.read_text()))
 
     @property
     def pids(self) -> list[int]:
-        return [e.proc.pid for e in self.engines if e.proc is not None]
+        return [p.pid for p in self.procs]
 
     def urls(self, which: str = "all") -> list[str]:
         """all, prefill (first half) or decode (second half) of the pool."""
-        half = len(self.engines) // 2
-        chosen = {
-            "all": self.engines,
-            "prefill": self.engines[:half],
-            "decode": self.engines[half:],
-        }[which]
-        return [e.url for e in chosen]
+        urls = [f"http://127.0.0.1:{port}" for port in self.ports]
+        half = len(urls) // 2
+        return {"all": urls, "prefill": urls[:half], "decode": urls[half:]}[which]
 
-    def configure(self, ttft_ms: float, itl_ms: float) -> None:
-        for engine in self.engines:
-            engine.admin_config(ttft_ms=ttft_ms, itl_ms=itl_ms)
+    def configure(self, ttft_ms: float, itl_ms: float, kv_ms: float = 0.0) -> None:
+        body = json.dumps({"ttft_ms": ttft_ms, "itl_ms": itl_ms, "kv_ms": kv_ms}).encode()
+        for url in self.urls():
+            req = urllib.request.Request(url + "/admin/config", data=body, method="POST")
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                resp.read()
+
+    def stats(self) -> dict[str, int]:
+        """Counters summed over engines (requests, prefill, decode, bad_decode, not_found)."""
+        total: dict[str, int] = {}
+        for url in self.urls():
+            with urllib.request.urlopen(url + "/admin/stats", timeout=5) as resp:
+                for key, value in json.loads(resp.read()).items():
+                    total[key] = total.get(key, 0) + int(value)
+        return total
 
     def stop(self) -> None:
-        for engine in self.engines:
-            engine.stop()
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for log in self._logs:
+            log.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 @dataclass
@@ -117,8 +156,9 @@ class RouterProc:
             if self._get(self.spec.ready_path) == 200 and self._probe():
                 return
             if time.monotonic() > deadline:
+                text = self.log_text()
                 self.stop()
-                raise RuntimeError(f"{self.spec.name} not ready in {timeout}s:\n{self.log_text()}")
+                raise RuntimeError(f"{self.spec.name} not ready in {timeout}s:\n{text}")
             time.sleep(0.2)
 
     def _get(self, path: str) -> int:
@@ -146,6 +186,10 @@ class RouterProc:
             return str(resp.read().decode())
 
     def stop(self) -> None:
+        self._stop()
+        shutil.rmtree(self.log_path.parent, ignore_errors=True)
+
+    def _stop(self) -> None:
         if self.proc.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
@@ -158,46 +202,42 @@ class RouterProc:
             self.proc.wait(5)
 
 
-def pdstack_specs(pool: EnginePool, workers: int) -> list[RouterSpec]:
-    """Our router: round robin, round robin with per-request logging, and disagg_prefill."""
-    base = [sys.executable, "-m", "pdrouter.cli", "--host", "127.0.0.1", "--port", "{port}"]
-    base += ["--workers", str(workers), "--log-level", "warning"]
-    everyone = pool.urls("all")
-    plain = ["--static-backends", ",".join(everyone), "--static-models"]
-    plain += [",".join([MODEL] * len(everyone)), "--routing-logic", "roundrobin"]
-    halves = pool.urls("prefill") + pool.urls("decode")
+def pdstack_spec(pool: EnginePool, mode: str, workers: int) -> RouterSpec:
+    """Our router, no per-request logs: roundrobin (plain) or disagg_prefill with NIXL (pd)."""
+    argv = [sys.executable, "-m", "pdrouter.cli", "--host", "127.0.0.1", "--port", "{port}"]
+    argv += ["--workers", str(workers), "--log-level", "warning"]
+    if mode == "plain":
+        urls = pool.urls("all")
+        argv += ["--static-backends", ",".join(urls), "--routing-logic", "roundrobin"]
+        argv += ["--static-models", ",".join([MODEL] * len(urls))]
+        return RouterSpec(f"pdstack-{mode}", mode, argv)
+    urls = pool.urls("prefill") + pool.urls("decode")
     roles = ["prefill"] * len(pool.urls("prefill")) + ["decode"] * len(pool.urls("decode"))
-    pd = ["--static-backends", ",".join(halves), "--static-models", ",".join([MODEL] * len(halves))]
-    pd += ["--static-roles", ",".join(roles), "--routing-logic", "disagg_prefill"]
-    pd += ["--kv-transport", "nixl"]
-    return [
-        RouterSpec("pdstack-rr", "plain", base + plain),
-        RouterSpec(
-            "pdstack-rr-log",
-            "plain",
-            [*base, *plain, "--log-requests"],
-            env={"PDSTACK_ROUTER_LOG_LEVEL": "info"},
-        ),
-        RouterSpec("pdstack-pd", "pd", base + pd, has_pd_metrics=True),
-    ]
+    argv += ["--static-backends", ",".join(urls), "--static-models", ",".join([MODEL] * len(urls))]
+    argv += ["--static-roles", ",".join(roles), "--routing-logic", "disagg_prefill"]
+    argv += ["--kv-transport", "nixl"]
+    return RouterSpec(f"pdstack-{mode}", mode, argv, has_pd_metrics=True)
 
 
-def vllm_router_specs(pool: EnginePool, workers: int) -> list[RouterSpec]:
-    """The Rust `vllm-router` from PyPI, when `install_peers.sh` has put it under .cache/."""
-    binary = PEER_VENV / "bin" / "vllm-router"
-    if not binary.exists():
-        return []
-    common = [str(binary), "--host", "127.0.0.1", "--port", "{port}", "--log-level", "warning"]
-    common += ["--prometheus-port", str(free_port()), "--prometheus-host", "127.0.0.1"]
-    common += ["--disable-retries", "--disable-circuit-breaker"]
-    plain = [*common, "--worker-urls", *pool.urls("all"), "--policy", "round_robin"]
-    pd = [*common, "--vllm-pd-disaggregation", "--kv-connector", "nixl"]
-    pd += ["--prefill-policy", "round_robin", "--decode-policy", "round_robin"]
+def vllm_router_binary() -> Path | None:
+    """The Rust `vllm-router` from PyPI: $VLLM_ROUTER_BIN, or what install_peers.sh installed."""
+    env = os.environ.get("VLLM_ROUTER_BIN")
+    binary = Path(env) if env else PEER_VENV / "bin" / "vllm-router"
+    return binary if binary.exists() else None
+
+
+def vllm_router_spec(pool: EnginePool, mode: str, binary: Path) -> RouterSpec:
+    """The Rust router against the same engines (its worker threads follow its cpu set)."""
+    argv = [str(binary), "--host", "127.0.0.1", "--port", "{port}", "--log-level", "warning"]
+    argv += ["--prometheus-port", str(free_port()), "--prometheus-host", "127.0.0.1"]
+    argv += ["--disable-retries", "--disable-circuit-breaker"]
+    if mode == "plain":
+        argv += ["--worker-urls", *pool.urls("all"), "--policy", "round_robin"]
+        return RouterSpec(f"vllm-router-{mode}", mode, argv, ready_path="/health")
+    argv += ["--vllm-pd-disaggregation", "--kv-connector", "nixl"]
+    argv += ["--prefill-policy", "round_robin", "--decode-policy", "round_robin"]
     for url in pool.urls("prefill"):
-        pd += ["--prefill", url]
+        argv += ["--prefill", url]
     for url in pool.urls("decode"):
-        pd += ["--decode", url]
-    return [
-        RouterSpec("vllm-router-rr", "plain", plain, ready_path="/health"),
-        RouterSpec("vllm-router-pd", "pd", pd, ready_path="/health"),
-    ]
+        argv += ["--decode", url]
+    return RouterSpec(f"vllm-router-{mode}", mode, argv, ready_path="/health")

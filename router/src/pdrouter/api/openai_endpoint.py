@@ -176,6 +176,7 @@ class OpenAIEndpoint:
                 {**outcome.headers, **reply_headers},
                 on_end,
                 before_end=watcher.close,
+                push=outcome.push,
             )
         except asyncio.CancelledError:
             if outcome.on_abort is not None:

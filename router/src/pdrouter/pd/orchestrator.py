@@ -37,7 +37,13 @@ from pdrouter.proxy.context import ClientRequest
 from pdrouter.proxy.errors import RouterError, not_found_model
 from pdrouter.proxy.outcome import BodyOutcome, Outcome, StreamOutcome
 from pdrouter.proxy.tracking import EngineCall
-from pdrouter.proxy.upstream import engine_headers, error_detail, is_json_object, relay_chunks
+from pdrouter.proxy.upstream import (
+    engine_headers,
+    error_detail,
+    is_json_object,
+    push_relay,
+    relay_chunks,
+)
 from pdrouter.scheduling.logic import PrefixAffinity, SessionAffinity
 from pdrouter.scheduling.pd import (
     PdDecision,
@@ -343,19 +349,27 @@ class PdOrchestrator:
         chunks: AsyncIterator[bytes] = relay_chunks(
             resp, call, self.metrics, req.model, req.arrived
         )
+        push = None
         if dreq.transform_stream is not None:
             chunks = dreq.transform_stream(chunks)
-        return StreamOutcome(_as_decode_errors(chunks), on_abort=resp.release)
+        else:
+            timeout = self.client.idle_timeout
+            push = push_relay(resp, call, self.metrics, req, timeout, _decode_error)
+        return StreamOutcome(_as_decode_errors(chunks), on_abort=resp.release, push=push)
+
+
+def _decode_error(exc: RouterError) -> RouterError:
+    """After the first byte, failures are the decode leg's: say so in the final SSE event."""
+    code = pd_errors.TIMEOUT if exc.code == "timeout" else pd_errors.DECODE_FAILED
+    return pd_errors.pd_error(exc.status, code, "decode", exc.message, False)
 
 
 async def _as_decode_errors(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """After the first byte, failures are the decode leg's: say so in the final SSE event."""
     try:
         async for chunk in chunks:
             yield chunk
     except RouterError as exc:
-        code = pd_errors.TIMEOUT if exc.code == "timeout" else pd_errors.DECODE_FAILED
-        raise pd_errors.pd_error(exc.status, code, "decode", exc.message, False) from None
+        raise _decode_error(exc) from None
 
 
 class _Fixed:

@@ -22,7 +22,13 @@ from pdrouter.proxy.errors import (
 )
 from pdrouter.proxy.outcome import BodyOutcome, Outcome, StreamOutcome
 from pdrouter.proxy.tracking import EngineCall
-from pdrouter.proxy.upstream import engine_headers, error_detail, is_json_object, relay_chunks
+from pdrouter.proxy.upstream import (
+    engine_headers,
+    error_detail,
+    is_json_object,
+    push_relay,
+    relay_chunks,
+)
 from pdrouter.scheduling.logic import RoutingLogic, least_loaded
 from pdrouter.stats.engine_state import EnginePool, EngineState
 from pdrouter.stats.router_metrics import RouterMetrics
@@ -136,6 +142,7 @@ class AggregatedProxy:
         return StreamOutcome(
             relay_chunks(resp, call, self.metrics, req.model, req.arrived),
             on_abort=resp.release,
+            push=push_relay(resp, call, self.metrics, req, self.client.idle_timeout),
         )
 
 

@@ -125,3 +125,15 @@ def upstream_timeout(engine: str, what: str) -> RouterError:
         phase="upstream",
         retryable=True,
     )
+
+
+def upstream_truncated(engine: str) -> RouterError:
+    """The engine's stream ended without `data: [DONE]`."""
+    return RouterError(
+        502,
+        f"engine {engine} ended the stream early",
+        type="upstream_error",
+        code="truncated_stream",
+        phase="upstream",
+        retryable=True,
+    )

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pdrouter.proxy.relay import PushRelay
 
 
 @dataclass(slots=True)
@@ -16,9 +20,13 @@ class BodyOutcome:
 
 @dataclass(slots=True)
 class StreamOutcome:
+    """`chunks` relays through the task; `push`, when set, is the same stream as a PushRelay,
+    which the API layer runs instead when it can write to the client connection directly."""
+
     chunks: AsyncIterator[bytes]
     on_abort: Callable[[], None] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    push: PushRelay | None = None
 
 
 Outcome = BodyOutcome | StreamOutcome

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import httptools
@@ -21,6 +22,19 @@ _POOL_LIMIT = 256  # idle keep-alive connections kept per engine
 
 class _Headers(dict[str, str]):
     """Response headers, lower-case names."""
+
+
+class BodySink(Protocol):
+    """Takes a response body as the parser produces it (see RawResponse.pipe)."""
+
+    def on_data(self, data: bytes) -> None:
+        """Body bytes of one read from the engine (called once per read, not per chunk)."""
+
+    def on_end(self) -> None:
+        """The response is complete."""
+
+    def on_error(self, exc: BaseException) -> None:
+        """The connection failed before the response completed."""
 
 
 class _Conn(asyncio.Protocol):
@@ -43,6 +57,7 @@ class _Conn(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.got_bytes = False
         self.keep_alive = False
+        self.sink: BodySink | None = None
 
     # --- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -62,6 +77,24 @@ class _Conn(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(EngineBrokenStream(f"invalid HTTP from engine: {exc}"))
             self.close()
+        sink = self.sink
+        if sink is not None:
+            self._push(sink)
+
+    def _push(self, sink: BodySink) -> None:
+        """Hand a piped response what this read produced: the events of one read go to the
+        client in one write, and the end (or failure) after them."""
+        body = self.body
+        if body:
+            data = body.popleft() if len(body) == 1 else b"".join(body)
+            body.clear()
+            sink.on_data(data)
+        if self.complete:
+            self.sink = None
+            sink.on_end()
+        elif self.error is not None:
+            self.sink = None
+            sink.on_error(self.error)
 
     # --- httptools callbacks ----------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -95,6 +128,9 @@ class _Conn(asyncio.Protocol):
             self.headers_done.set_exception(exc)
             self.headers_done.exception()  # mark retrieved; post() reports it
         self._wake()
+        sink = self.sink
+        if sink is not None and not self.complete:
+            self._push(sink)
 
     def close(self) -> None:
         self.closed = True
@@ -159,11 +195,30 @@ class RawResponse:
         finally:
             self.release()
 
+    def pipe(self, sink: BodySink) -> None:
+        """Push the rest of the body to `sink` from the connection's own callbacks, with no
+        task switch per event (proxy/relay.py). What already arrived is handed over at once."""
+        conn = self._conn
+        conn.sink = sink
+        conn._push(sink)
+
+    def pause_reading(self) -> None:
+        """Stop reading from the engine (the client reads slowly); TCP pushes back on it."""
+        transport = self._conn.transport
+        if transport is not None and not self._conn.closed:
+            transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        transport = self._conn.transport
+        if transport is not None and not self._conn.closed:
+            transport.resume_reading()
+
     def release(self) -> None:
         if self._released:
             return
         self._released = True
         conn = self._conn
+        conn.sink = None
         if conn.complete and not conn.closed and conn.keep_alive:
             self._client._return(self._key, conn)
         else:
@@ -248,10 +303,12 @@ class RawUpstreamClient:
                 conn = await self._connect(key)
             assert conn.transport is not None
             conn.transport.write(payload)
+            # A plain timer on the headers future: asyncio.timeout and shield cost a few
+            # microseconds more per request, and a cancelled wait closes the connection anyway.
+            expiry = conn.loop.call_at(conn.loop.time() + timeout, _expire, conn.headers_done)
             try:
-                async with asyncio.timeout(timeout):
-                    await asyncio.shield(conn.headers_done)
-            except TimeoutError:
+                await conn.headers_done
+            except EngineTimeout:
                 conn.close()
                 raise EngineTimeout("first byte") from None
             except asyncio.CancelledError:
@@ -265,6 +322,8 @@ class RawUpstreamClient:
                     pool = None
                     continue
                 raise EngineConnectError(str(exc)) from None
+            finally:
+                expiry.cancel()
             return RawResponse(conn, self, key)
         raise EngineConnectError(f"no usable connection to {key[0]}:{key[1]}")
 

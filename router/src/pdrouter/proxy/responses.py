@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from pdrouter.proxy.errors import RouterError
+from pdrouter.proxy.relay import ClientWriter, PushRelay
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -57,27 +58,73 @@ async def send_stream(
     on_end: StreamEnd,
     before_end: Callable[[], None] | None = None,
     status: int = 200,
+    push: PushRelay | None = None,
 ) -> None:
-    """Relay `source` as an SSE body as it arrives. A failure after the first byte becomes a
-    final SSE error event and [DONE]; `on_end(outcome, error)` is called exactly once with
-    outcome ok, error or cancelled (client gone)."""
+    """Relay `source` as an SSE body as it arrives (or run `push` instead, when the server
+    lets us write to the client directly). A failure after the first byte becomes a final SSE
+    error event and [DONE]; `on_end(outcome, error)` is called exactly once with outcome ok,
+    error or cancelled (client gone)."""
     raw = [_SSE, _NO_CACHE, *_raw(headers)]
     outcome = "cancelled"
     error: RouterError | None = None
     try:
         await send({"type": "http.response.start", "status": status, "headers": raw})
-        try:
-            async for chunk in source:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except RouterError as exc:
-            error = exc
-            await send({"type": "http.response.body", "body": exc.sse_event(), "more_body": True})
+        writer = direct_writer(send) if push is not None else None
+        if push is not None and writer is not None:
+            error = await push.run(writer)
+        else:
+            try:
+                async for chunk in source:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except RouterError as exc:
+                error = exc
+        if error is not None:
+            await send({"type": "http.response.body", "body": error.sse_event(), "more_body": True})
         if before_end is not None:
             before_end()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         outcome = "ok" if error is None else "error"
     finally:
         on_end(outcome, error)
+
+
+_UVICORN_HTTPTOOLS = "uvicorn.protocols.http.httptools_impl"
+
+
+class _UvicornChunkedWriter:
+    """Writes chunked body frames straight to uvicorn's transport, as its `send` would, minus a
+    coroutine and a message dict per event; waits on uvicorn's own write flow control."""
+
+    __slots__ = ("_cycle", "_flow", "_transport")
+
+    def __init__(self, cycle: Any) -> None:
+        self._cycle = cycle
+        self._flow = cycle.flow
+        self._transport = cycle.transport
+
+    def write(self, data: bytes) -> None:
+        if not self._cycle.disconnected:
+            self._transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+
+    def paused(self) -> bool:
+        return bool(self._flow.write_paused)
+
+    async def drain(self) -> None:
+        if self._flow.write_paused and not self._cycle.disconnected:
+            await self._flow.drain()
+
+
+def direct_writer(send: Send) -> ClientWriter | None:
+    """A direct writer for this response when uvicorn's httptools protocol serves it and the
+    response started with chunked encoding; None for any other server (then `send` is used)."""
+    cycle = getattr(send, "__self__", None)
+    if cycle is None or type(cycle).__module__ != _UVICORN_HTTPTOOLS:
+        return None
+    if getattr(cycle, "chunked_encoding", None) is not True or cycle.scope["method"] == "HEAD":
+        return None
+    if not cycle.response_started or cycle.response_complete:
+        return None
+    return _UvicornChunkedWriter(cycle)
 
 
 class DisconnectWatcher:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import orjson
 
 from pdrouter.proxy.client import EngineBrokenStream, EngineResponse, EngineTimeout
-from pdrouter.proxy.errors import RouterError, upstream_failed, upstream_timeout
+from pdrouter.proxy.context import ClientRequest
+from pdrouter.proxy.errors import RouterError, upstream_truncated
+from pdrouter.proxy.rawclient import RawResponse
+from pdrouter.proxy.relay import PushRelay, StreamClock, stream_failure
 from pdrouter.proxy.tracking import EngineCall
 from pdrouter.stats.router_metrics import RouterMetrics
 
@@ -54,41 +57,37 @@ async def relay_chunks(
 
     A stream that ends without `data: [DONE]` is reported as broken, never as success.
     """
-    ttft_hist = metrics.ttft.labels(model)
-    itl_hist = metrics.itl.labels(model)
+    clock = StreamClock(call, metrics, model, arrived, first_token_seen)
     name = call.engine.endpoint.display_name
-    last = 0.0
     tail = b""
     try:
         try:
             async for chunk in resp.chunks():
-                now = time.monotonic()
-                if call.observe_chunk(chunk, now) and not first_token_seen:
-                    ttft_hist.observe(now - arrived)
-                    first_token_seen = True
-                    last = now
-                elif first_token_seen:
-                    if last:
-                        itl_hist.observe(now - last)
-                    last = now
+                clock.on_chunk(chunk, time.monotonic())
                 tail = (tail + chunk)[-32:]
                 yield chunk
-        except EngineTimeout as exc:
+        except (EngineTimeout, EngineBrokenStream) as exc:
             call.close("error", engine_fault=True)
-            raise upstream_timeout(name, exc.what) from None
-        except EngineBrokenStream as exc:
-            call.close("error", engine_fault=True)
-            raise upstream_failed(name, 200, f"stream broke: {exc}") from None
+            raise stream_failure(exc, name) from None
         if b"[DONE]" not in tail:
             call.close("error", engine_fault=True)
-            raise RouterError(
-                502,
-                f"engine {name} ended the stream early",
-                type="upstream_error",
-                code="truncated_stream",
-                phase="upstream",
-                retryable=True,
-            )
+            raise upstream_truncated(name)
         call.close("ok")
     finally:
+        clock.flush()
         call.close("cancelled")  # no-op unless the client went away mid-stream
+
+
+def push_relay(
+    resp: EngineResponse,
+    call: EngineCall,
+    metrics: RouterMetrics,
+    req: ClientRequest,
+    idle_timeout: float,
+    map_error: Callable[[RouterError], RouterError] | None = None,
+) -> PushRelay | None:
+    """The push form of relay_chunks, for responses of the httptools client."""
+    if not isinstance(resp, RawResponse):
+        return None
+    clock = StreamClock(call, metrics, req.model, req.arrived)
+    return PushRelay(resp, clock, idle_timeout, map_error)

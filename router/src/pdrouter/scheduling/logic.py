@@ -34,9 +34,18 @@ def pick_min(
     turn: int,
 ) -> EngineState:
     """The best-scoring candidate; ties are broken by `turn` over a stable (id) order."""
-    best = min(score(s) for s in candidates)
-    tied = sorted((s for s in candidates if score(s) == best), key=lambda s: s.id)
+    if len(candidates) == 1:
+        return candidates[0]
+    scored = [(score(s), s) for s in candidates]  # each score once: it reads several properties
+    best = min(key for key, _ in scored)
+    tied = [s for key, s in scored if key == best]
+    if len(tied) > 1:
+        tied.sort(key=_engine_id)
     return tied[turn % len(tied)]
+
+
+def _engine_id(state: EngineState) -> str:
+    return state.id
 
 
 def _queue(s: EngineState) -> tuple[float, ...]:
