@@ -60,18 +60,20 @@ def app_factory() -> object:
 
 def run_workers(settings: RouterSettings, common: dict[str, object]) -> None:
     """N uvicorn workers on one port, fed by a control plane in this process."""
-    from pdrouter.workers.control_plane import ControlPlane
-    from pdrouter.workers.protocol import CONTROL_SOCKET_ENV
-
     with tempfile.TemporaryDirectory(prefix="pdstack-router-") as tmp:
         metrics_dir = os.path.join(tmp, "metrics")
         os.mkdir(metrics_dir)
+        # Before prometheus_client is imported: the control plane's probe counters then go to
+        # the directory every worker's /metrics sums over.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        from pdrouter.workers.control_plane import ControlPlane
+        from pdrouter.workers.protocol import CONTROL_SOCKET_ENV
+
         socket_path = os.path.join(tmp, "control.sock")
         plane = ControlPlane(settings, socket_path)
         plane.start_in_thread()
         os.environ.update(settings_as_env(settings))
         os.environ[CONTROL_SOCKET_ENV] = socket_path
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         try:
             uvicorn.run(
                 "pdrouter.cli:app_factory",

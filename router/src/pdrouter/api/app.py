@@ -127,33 +127,51 @@ def create_app(
         ]
         return _json({"object": "list", "data": data})
 
+    def admin_denied(request: Request) -> Response | None:
+        if not state.admin_auth.enabled:
+            return None
+        try:
+            state.admin_auth.check(request.headers.get("authorization", "").encode("latin-1"))
+        except RouterError as err:
+            return Response(err.body(), err.status, err.headers(), media_type="application/json")
+        return None
+
     @app.get("/metrics", summary="The router's own Prometheus metrics.")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        denied = admin_denied(request)
+        if denied is not None:
+            return denied
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/engines", summary="What the router knows about each engine.")
-    async def engines() -> Response:
+    async def engines(request: Request) -> Response:
+        denied = admin_denied(request)
+        if denied is not None:
+            return denied
         now = time.monotonic()
         rows = []
         for s in state.pool.all():
-            snap = s.requests.snapshot(now, s.in_flight)
+            view = s.view(now)
+            snap = s.requests.snapshot(now, s.in_flight)  # this worker's latency windows
             rows.append(
                 {
                     "id": s.id,
                     "url": s.endpoint.url,
                     "model": s.endpoint.model,
                     "role": s.endpoint.role.value,
-                    "healthy": s.healthy,
-                    "breaker": "open" if s.peer_breaker_open else s.breaker.state.name.lower(),
-                    "in_flight": s.in_flight,
-                    "waiting": s.metrics.waiting,
-                    "running": s.metrics.running,
-                    "kv_cache_usage": s.metrics.kv_cache_usage,
-                    "qps": snap.qps,
+                    "healthy": view.healthy,
+                    "breaker": view.breaker.name.lower(),
+                    "in_flight": view.in_flight,
+                    "recent_failures": view.recent_failures,
+                    "load_source": view.load_source,
+                    "waiting": view.metrics.waiting,
+                    "running": view.metrics.running,
+                    "kv_cache_usage": view.metrics.kv_cache_usage,
+                    "qps": view.qps,
                     "ttft": snap.ttft,
                     "itl": snap.itl,
                     "latency": snap.latency,
-                    "last_error": s.last_scrape_error,
+                    "last_error": view.last_error,
                 }
             )
         return _json(
