@@ -110,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "log_config": None,
         "access_log": False,
         "loop": "uvloop",
-        "http": "httptools",
+        # httptools with read deadlines (slowloris); an import string, so workers load it too.
+        "http": "pdrouter.api.http_protocol:DeadlineHttpProtocol",
         "lifespan": "on",
         "timeout_graceful_shutdown": 10,
         "backlog": 4096,

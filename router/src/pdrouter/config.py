@@ -215,7 +215,7 @@ class RouterSettings(BaseModel):
         30.0, gt=0, description="Seconds a request may wait in the queue (else 429)."
     )
     max_inflight_body_bytes: int = Field(
-        128 * 1024 * 1024,
+        64 * 1024 * 1024,
         ge=0,
         description="Request-body bytes the router holds at once (all workers together); "
         "requests beyond wait in the queue. 0: no limit.",

@@ -16,6 +16,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from pdrouter import __version__
+from pdrouter.api.admission import AdmissionGate, AdmissionLimits
+from pdrouter.api.http_protocol import EDGE_STATE_KEY, EdgeLimits
 from pdrouter.api.openai_endpoint import Handler, OpenAIEndpoint
 from pdrouter.api.openapi import add_generation_routes
 from pdrouter.api.state import AppState, build_state, on_endpoints
@@ -23,6 +25,7 @@ from pdrouter.config import RouterSettings, RoutingLogic
 from pdrouter.discovery.base import Discovery
 from pdrouter.proxy.errors import RouterError
 from pdrouter.proxy.responses import Receive, Scope, Send, send_error
+from pdrouter.stats.router_metrics import RouterMetrics
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -56,8 +59,24 @@ def create_app(
         handler, lifecycle = _build_pd(state)
     needs_prompt = pd or settings.routing_logic is RoutingLogic.PREFIX_AWARE
 
+    workers = settings.workers if control_socket is not None else 1
+    gate = AdmissionGate(
+        AdmissionLimits.share(
+            settings.max_concurrent_requests,
+            settings.max_queued_requests,
+            settings.queue_timeout,
+            settings.max_inflight_body_bytes,
+            workers,
+        )
+    )
+    edge = EdgeLimits(
+        settings.request_header_timeout,
+        settings.request_body_timeout,
+        lambda reason: state.metrics.rejected.labels(reason).inc(),
+    )
+
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         await state.client.start()
         for part in lifecycle:
             await part.start()
@@ -65,7 +84,7 @@ def create_app(
         if state.scrape:
             await state.scraper.start()
         try:
-            yield
+            yield {EDGE_STATE_KEY: edge}  # read by the HTTP protocol (http_protocol.py)
         finally:
             if state.scrape:
                 await state.scraper.stop()
@@ -211,23 +230,36 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    return HotPathDispatch(app, hot, settings.max_header_bytes)
+    return HotPathDispatch(app, hot, settings.max_header_bytes, gate, state.metrics)
 
 
 class HotPathDispatch:
     """Sends the generation routes straight to their endpoints, skipping FastAPI's middleware
-    stack (about a tenth of the router's CPU per request); everything else goes to FastAPI."""
+    stack (about a tenth of the router's CPU per request), through admission control;
+    everything else goes to FastAPI."""
 
-    def __init__(self, app: FastAPI, hot: dict[str, OpenAIEndpoint], max_header_bytes: int) -> None:
+    def __init__(
+        self,
+        app: FastAPI,
+        hot: dict[str, OpenAIEndpoint],
+        max_header_bytes: int,
+        gate: AdmissionGate,
+        metrics: RouterMetrics,
+    ) -> None:
         self.app = app
         self.hot = hot
         self.max_header_bytes = max_header_bytes
+        self.gate = gate
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        declared = b""
         if scope["type"] == "http":
             size = 0
             for key, value in scope["headers"]:
                 size += len(key) + len(value)
+                if key == b"content-length":
+                    declared = value
             if size > self.max_header_bytes:
                 await send_error(
                     send,
@@ -242,6 +274,31 @@ class HotPathDispatch:
         if scope["type"] == "http" and scope["method"] == "POST":
             endpoint = self.hot.get(scope["path"])
             if endpoint is not None:
-                await endpoint(scope, receive, send)
+                await self._admitted(endpoint, declared, scope, receive, send)
                 return
         await self.app(scope, receive, send)  # type: ignore[arg-type]
+
+    async def _admitted(
+        self, endpoint: OpenAIEndpoint, declared: bytes, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        limit = endpoint.max_body_bytes
+        try:
+            size = int(declared) if declared else limit
+        except ValueError:
+            size = limit
+        if size > limit or size < 0:  # the endpoint answers 413 / 400 without reading it
+            await endpoint(scope, receive, send)
+            return
+        gate = self.gate
+        if not gate.try_enter(size):
+            try:
+                await gate.enter(size)
+            except RouterError as err:
+                self.metrics.rejected.labels(err.code).inc()
+                self.metrics.errors.labels(err.code, err.phase or "admission").inc()
+                await send_error(send, err)
+                return
+        try:
+            await endpoint(scope, receive, send)
+        finally:
+            gate.leave(size)

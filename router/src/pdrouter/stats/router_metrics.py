@@ -232,6 +232,13 @@ class RouterMetrics:
             ["action"],
             registry=r,
         )
+        self.rejected = Counter(
+            "pdstack_router_rejected_requests",
+            "Requests refused at the edge: header_timeout, body_timeout (connection closed), "
+            "queue_full, queue_timeout (429)",
+            ["reason"],
+            registry=r,
+        )
         self.scrapes = Counter(
             "pdstack_router_engine_scrapes",
             "Engine probes by kind (health, metrics) and outcome (ok, error, timeout)",
