@@ -227,3 +227,65 @@ def test_many_large_prompts_wait_for_the_body_budget(
     )
     assert statuses == {200: 8}, statuses
     assert growth < 400, f"RSS grew {growth:.0f} MB"
+
+
+def _stalled_reader(port: int, body: dict[str, Any]) -> socket.socket:
+    """A streaming client that reads the first bytes of its answer, then stops reading."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    data = orjson.dumps(body)
+    sock.sendall(
+        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(data)}\r\n\r\n".encode()
+        + data
+    )
+    assert b"200" in sock.recv(1024)
+    return sock
+
+
+def _read_to_end(sock: socket.socket) -> bytes:
+    sock.settimeout(30)
+    chunks = []
+    while chunk := sock.recv(1 << 20):
+        chunks.append(chunk)
+        if chunk.endswith(b"0\r\n\r\n"):  # the chunked body's end
+            break
+    return b"".join(chunks)
+
+
+def test_slow_readers_do_not_make_the_router_buffer_the_engines_answer(
+    fake_engine_factory: Any, matrix: MatrixRecorder
+) -> None:
+    engine = fake_engine_factory(max_model_len=1_000_000)
+    # --idle-timeout shorter than the stall: pausing the engine must not look like silence.
+    args = [*static_args([engine]), "--idle-timeout", "2"]
+    body = {"model": "tiny", "prompt": "x", "max_tokens": 60_000, "stream": True}
+    with RouterProcess(args).start() as router:
+        pid = router_pid(router)
+        assert call(router.url, request_body(max_tokens=2)).status == 200
+        idle = rss_bytes(pid)
+        readers = [_stalled_reader(router.port, body) for _ in range(5)]
+        stop, peak = threading.Event(), [0]
+        sampler = threading.Thread(target=_peak_rss, args=(pid, stop, peak))
+        sampler.start()
+        time.sleep(4.0)  # the readers stall; the engine could send ~70 MB meanwhile
+        stop.set()
+        sampler.join()
+        answers = [_read_to_end(s) for s in readers]  # then they read everything
+        for s in readers:
+            s.close()
+    growth = (peak[0] - idle) / MB
+    complete = sum(a.rstrip(b"\r\n0").endswith(b"data: [DONE]") for a in answers)
+    matrix.add(
+        MatrixRow(
+            "5 streaming clients stop reading for 4 s, then read on (--idle-timeout 2)",
+            "aggregated",
+            "the router pauses reading the engine; RSS flat; all 5 streams end with [DONE]",
+            f"RSS peak +{growth:.1f} MB; {complete}/5 complete",
+            0.0,
+            0.0,
+        )
+    )
+    assert complete == 5
+    assert growth < 30, f"RSS grew {growth:.0f} MB while 5 readers stalled"
