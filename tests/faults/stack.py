@@ -111,14 +111,18 @@ def request_body(
 
 
 def call(
-    base_url: str, body: dict[str, Any], api: str = "completions", timeout: float = 15.0
+    base_url: str,
+    body: dict[str, Any],
+    api: str = "completions",
+    timeout: float = 15.0,
+    headers: dict[str, str] | None = None,
 ) -> Answer:
     """Send one request with a fresh connection; streams are read to the end."""
     path = "/v1/chat/completions" if api == "chat" else "/v1/completions"
     started = time.monotonic()
     with (
         httpx.Client(timeout=timeout) as client,
-        client.stream("POST", base_url + path, json=body) as resp,
+        client.stream("POST", base_url + path, json=body, headers=headers) as resp,
     ):
         raw = resp.read()
         elapsed = time.monotonic() - started
