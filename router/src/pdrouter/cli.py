@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -55,7 +56,7 @@ def app_factory() -> object:
 
     settings = load_settings([], os.environ)
     setup_logging(settings)
-    return create_app(settings, control_socket=os.environ[CONTROL_SOCKET_ENV])
+    return create_app(settings, control_socket=os.environ[CONTROL_SOCKET_ENV], serve_signals=True)
 
 
 def run_workers(settings: RouterSettings, common: dict[str, object]) -> None:
@@ -113,7 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # httptools with read deadlines (slowloris); an import string, so workers load it too.
         "http": "pdrouter.api.http_protocol:DeadlineHttpProtocol",
         "lifespan": "on",
-        "timeout_graceful_shutdown": 10,
+        # The app cuts what still runs after --shutdown-grace-period (api/shutdown.py); uvicorn
+        # cancels what is left a little later, after the cut's last events went out.
+        "timeout_graceful_shutdown": math.ceil(settings.shutdown_grace_period) + 3,
         "backlog": 4096,
         # X-Forwarded-* rewriting costs CPU on every request and nothing here needs it.
         "proxy_headers": False,
@@ -125,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pdrouter.api.app import create_app
 
     try:
-        app = create_app(settings)
+        app = create_app(settings, serve_signals=True)
     except ValueError as exc:
         print(f"pdstack-router: {exc}", file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ from pdrouter.api.admission import AdmissionGate, AdmissionLimits
 from pdrouter.api.http_protocol import EDGE_STATE_KEY, EdgeLimits
 from pdrouter.api.openai_endpoint import Handler, OpenAIEndpoint
 from pdrouter.api.openapi import add_generation_routes
+from pdrouter.api.shutdown import GracefulShutdown
 from pdrouter.api.state import AppState, build_state, on_endpoints
 from pdrouter.config import RouterSettings, RoutingLogic
 from pdrouter.discovery.base import Discovery
@@ -47,9 +48,11 @@ def create_app(
     settings: RouterSettings,
     discovery: Discovery | None = None,
     control_socket: str | None = None,
+    serve_signals: bool = False,
 ) -> HotPathDispatch:
     """Build the app. `discovery` lets tests inject their own engine source; `control_socket`
-    makes this app one worker of several (see pdrouter.workers)."""
+    makes this app one worker of several (see pdrouter.workers); `serve_signals` (the CLI)
+    drains on SIGTERM (see api/shutdown.py)."""
     state = build_state(settings, discovery, control_socket)
     registry = state.metrics.exposition_registry()
     pd = settings.routing_logic is RoutingLogic.DISAGG_PREFILL
@@ -69,6 +72,8 @@ def create_app(
             workers,
         )
     )
+    shutdown = GracefulShutdown(settings.drain_delay, settings.shutdown_grace_period)
+    shutdown.cut_hooks += [state.client.abort_all, gate.close]
     edge = EdgeLimits(
         settings.request_header_timeout,
         settings.request_body_timeout,
@@ -83,9 +88,12 @@ def create_app(
         await state.discovery.start(on_endpoints(state))  # type: ignore[arg-type]
         if state.scrape:
             await state.scraper.start()
+        if serve_signals:
+            shutdown.install()
         try:
             yield {EDGE_STATE_KEY: edge}  # read by the HTTP protocol (http_protocol.py)
         finally:
+            shutdown.close()
             if state.scrape:
                 await state.scraper.stop()
             await state.discovery.stop()
@@ -124,6 +132,8 @@ def create_app(
 
     @app.get("/ready", summary="Readiness: every served model has a healthy path.")
     async def ready() -> Response:
+        if shutdown.draining:
+            return _json({"ready": False, "detail": "shutting down"}, 503, {"retry-after": "1"})
         models = state.pool.models()
         report = {}
         all_ok = bool(models)
