@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from tests.doubles.engine_proc import FakeEngine
 from tests.faults.kube import NAMESPACE, SELECTOR, KubeApiThread
 from tests.faults.report import MatrixRecorder, MatrixRow
 from tests.faults.stack import (
-    call,
+    Load,
     engine_view,
     in_flight_total,
     raw_request,
@@ -110,41 +109,6 @@ def test_a_good_health_probe_closes_a_half_open_breaker(
     assert closed, state
 
 
-class _StreamLoad:
-    """Streaming clients until stopped; counts statuses."""
-
-    def __init__(self, url: str, clients: int) -> None:
-        self.url = url
-        self.answers: Counter[str] = Counter()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
-        for t in self._threads:
-            t.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                ans = call(self.url, request_body(stream=True, max_tokens=8), timeout=10)
-                self.answers[f"{ans.status} {ans.error_code or ''}".strip()] += 1
-            except Exception as exc:
-                self.answers[type(exc).__name__] += 1
-
-    def stop(self) -> Counter[str]:
-        self._stop.set()
-        for t in self._threads:
-            t.join(15)
-        return self.answers
-
-
-@pytest.fixture
-def kube(tmp_path: Path) -> Iterator[tuple[KubeApiThread, Path]]:
-    api = KubeApiThread()
-    try:
-        yield api, api.kubeconfig(tmp_path / "kubeconfig")
-    finally:
-        api.close()
-
-
 def test_relabels_under_load_leave_no_phantom_in_flight(
     kube: tuple[KubeApiThread, Path], fake_engine_factory: Any, matrix: MatrixRecorder
 ) -> None:
@@ -156,7 +120,7 @@ def test_relabels_under_load_leave_no_phantom_in_flight(
     args += ["--routing-logic", "least_loaded", "--engine-scrape-interval", "0.5"]
     env = {"KUBECONFIG": str(kubeconfig), "KUBERNETES_SERVICE_HOST": ""}
     with RouterProcess(args, env).start() as router:
-        load = _StreamLoad(router.url, 4)
+        load = Load(router.url, 4)
         for n in range(12):  # a controller relabels one pod while streams run on it
             api.relabel(uids[0], **{"example.com/revision": str(n)})
             time.sleep(0.25)
