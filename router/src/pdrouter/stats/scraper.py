@@ -67,6 +67,12 @@ class EngineScraper:
             ),
         )
         await self.scrape_all()
+        # Start with load figures where /metrics answers quickly; a slow one does not hold
+        # the start up longer than a health probe may take.
+        if self._metrics_tasks:
+            await asyncio.wait(
+                list(self._metrics_tasks.values()), timeout=self._settings.health_timeout
+            )
         self._task = asyncio.create_task(self._loop(), name="engine-scraper")
 
     async def stop(self) -> None:
