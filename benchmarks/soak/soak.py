@@ -27,6 +27,7 @@ import json
 import random
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -132,9 +133,13 @@ class Stack:
         for engine in self.engines:
             if not engine.alive:
                 engine.start()
+            else:  # a restart the fault injector began may still be under way
+                engine.wait_ready()
             engine.set_faults()
         wait_for(lambda: self.router.metric("pdstack_router_engine_in_flight") == 0, 15)
-        time.sleep(3)  # breakers opened by the last faults close (cooldown 2 s)
+        # Breakers opened by the last faults close (cooldown 2 s), and failures stop counting
+        # as load (--engine-failure-window, 10 s).
+        time.sleep(11)
 
     def stuck_engines(self) -> dict[str, str]:
         """Engines router A would not route to, or that a final round of requests missed."""
@@ -147,12 +152,18 @@ class Stack:
                     f"in_flight={row['in_flight']}"
                 )
         before = {e.url: sum(e.stats()["by_path"].values()) for e in self.engines}
-        with httpx.Client(timeout=15) as client:
-            for i in range(24):
-                client.post(
-                    self.router.url + "/v1/completions",
-                    json={"model": "tiny", "prompt": f"final {i} a b c d", "max_tokens": 2},
-                )
+
+        def client(i: int) -> None:  # concurrent streams: in-flight counts spread the picks
+            body = {"model": "tiny", "prompt": f"final {i} a b c", "max_tokens": 30}
+            with httpx.Client(timeout=15) as c:
+                for _ in range(3):
+                    c.post(self.router.url + "/v1/completions", json={**body, "stream": True})
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
         for engine in self.engines:
             if sum(engine.stats()["by_path"].values()) == before[engine.url]:
                 stuck.setdefault(engine.url, "no request in the final round")
