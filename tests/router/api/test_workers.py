@@ -7,9 +7,11 @@ import time
 import httpx
 import pytest
 
+from tests.faults.stack import wait_for
 from tests.harness.router_proc import RouterProcess, metric_value, static_args
 
 pytestmark = pytest.mark.slow
+IN_FLIGHT = "pdstack_router_engine_in_flight"
 
 
 def test_workers_share_health_breakers_and_metrics(fake_engine_factory) -> None:  # type: ignore[no-untyped-def]
@@ -71,12 +73,15 @@ def test_every_worker_shows_the_control_planes_gauges_and_probes_carry_the_key(
                 s = c.stream("POST", r.url + "/v1/completions", json=body)
                 s.__enter__()
                 streams.append(s)
-            time.sleep(0.5)  # a report and a broadcast round
-            seen = set()
+            # All four dispatched and reported (a busy machine may take a while) ...
+            assert wait_for(
+                lambda: metric_value(httpx.get(r.url + "/metrics").text, IN_FLIGHT) == 4, 10
+            )
+            seen = set()  # ... then every worker shows the same figure
             for _ in range(12):  # fresh connections: both workers answer some of these
                 with httpx.Client() as c:
                     text = c.get(r.url + "/metrics").text
-                seen.add(metric_value(text, "pdstack_router_engine_in_flight"))
+                seen.add(metric_value(text, IN_FLIGHT))
             scrapes = metric_value(text, "pdstack_router_engine_scrapes_total", probe="health")
         finally:
             for s in streams:
