@@ -94,3 +94,18 @@ async def test_a_slowly_consumed_stream_pauses_reading_from_the_engine() -> None
     finally:
         await client.close()
         engine.stop()
+
+
+async def test_idle_pooled_connections_are_closed_after_a_while(engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # An engine that keeps idle keep-alive connections open must not hold descriptors here.
+    from pdrouter.proxy import rawclient
+
+    monkeypatch.setattr(rawclient, "IDLE_CLOSE_S", 0.3)
+    client = RawUpstreamClient(1.0, 5.0, 5.0)
+    resps = [await client.post(engine.url + "/v1/completions", _body(), HEADERS) for _ in range(1)]
+    for resp in resps:
+        await resp.read(5.0)
+    assert sum(len(v) for v in client._idle.values()) == 1
+    await asyncio.sleep(0.8)
+    assert sum(len(v) for v in client._idle.values()) == 0
+    await client.close()

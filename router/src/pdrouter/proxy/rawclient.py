@@ -25,6 +25,7 @@ import httptools
 from pdrouter.proxy.client import EngineBrokenStream, EngineConnectError, EngineTimeout
 
 _POOL_LIMIT = 256  # idle keep-alive connections kept per engine
+IDLE_CLOSE_S = 30.0  # pooled connections idle this long are closed (as aiohttp's keepalive_timeout)
 HIGH_WATER = 256 * 1024  # bytes buffered for a slow relay before reading pauses
 
 Key = tuple[str, int, bool]  # host, port, TLS
@@ -56,6 +57,7 @@ class _Conn(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.paused = False
+        self.idle_since = 0.0
         self.reset()
 
     def reset(self) -> None:
@@ -275,12 +277,15 @@ class RawUpstreamClient:
         self._idle: dict[Key, list[_Conn]] = {}
         self._targets: dict[str, tuple[Key, bytes, bytes]] = {}
         self._busy: set[_Conn] = set()  # connections with a request on them
+        self._sweeper: asyncio.TimerHandle | None = None
         self._aborted: BaseException | None = None
 
     async def start(self) -> None:
         return None
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for conns in self._idle.values():
             for conn in conns:
                 conn.close()
@@ -312,9 +317,29 @@ class RawUpstreamClient:
         pool = self._idle.setdefault(key, [])
         if len(pool) < _POOL_LIMIT:
             conn.reset()
+            conn.idle_since = conn.loop.time()
             pool.append(conn)
+            if self._sweeper is None:
+                self._sweeper = conn.loop.call_later(IDLE_CLOSE_S, self._sweep)
         else:
             conn.close()
+
+    def _sweep(self) -> None:
+        """Close connections idle for IDLE_CLOSE_S: an engine that never closes idle keep-alive
+        connections must not hold descriptors here after traffic stopped."""
+        self._sweeper = None
+        loop = asyncio.get_running_loop()
+        horizon = loop.time() - IDLE_CLOSE_S
+        left = False
+        for pool in self._idle.values():
+            keep = [c for c in pool if c.idle_since > horizon and not c.closed]
+            for conn in pool:
+                if conn.idle_since <= horizon:
+                    conn.close()
+            pool[:] = keep
+            left = left or bool(keep)
+        if left:
+            self._sweeper = loop.call_later(IDLE_CLOSE_S, self._sweep)
 
     async def _connect(self, key: Key) -> _Conn:
         loop = asyncio.get_running_loop()
