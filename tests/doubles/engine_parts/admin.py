@@ -26,11 +26,13 @@ class AdminHandler:
         self.started = int(time.time())
 
     async def health(self, request: web.Request) -> web.Response:
+        self.st.log.record_probe("/health", request.headers)
         if self.st.board.engine_fault("health_fail") is not None:
             return error_response(503, "engine is unhealthy (injected)")
         return web.Response(status=200)
 
     async def metrics(self, request: web.Request) -> web.Response:
+        self.st.log.record_probe("/metrics", request.headers)
         if self.st.board.engine_fault("metrics_hang") is not None:
             await hang_forever()
         if self.st.board.engine_fault("metrics_error") is not None:

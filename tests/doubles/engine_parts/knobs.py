@@ -148,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--port-file", help="write the bound port here once listening")
     p.add_argument("--model", action="append", help="served model name (repeatable or comma list)")
+    p.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (and --tls-key)")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
     p.add_argument(
         "--fault",
         action="append",

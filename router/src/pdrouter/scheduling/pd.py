@@ -46,9 +46,10 @@ _decode_turns = itertools.count()
 
 
 def decode_score(state: EngineState) -> tuple[float, ...]:
-    """Decode engines are busy when many requests run or their KV cache is full."""
+    """Decode engines are busy when many requests run or their KV cache is full (recent
+    failures count as running requests, so a fast-failing engine does not look idle)."""
     m = state.metrics
-    return (m.running + state.in_flight + state.peer_in_flight, m.kv_cache_usage, m.waiting)
+    return (m.running + state.active, m.kv_cache_usage, m.waiting)
 
 
 def pick_decode(candidates: Sequence[EngineState], turn: int | None = None) -> EngineState:
