@@ -17,6 +17,7 @@ from pdrouter.config import (
 from pdrouter.discovery.base import Discovery
 from pdrouter.discovery.endpoint import Endpoint
 from pdrouter.discovery.static import StaticDiscovery, parse_static_endpoints
+from pdrouter.pd.transports import prefill_is_exclusive
 from pdrouter.proxy.aggregated import AggregatedProxy
 from pdrouter.proxy.client import EngineClient, UpstreamClient
 from pdrouter.scheduling.logic import (
@@ -165,7 +166,9 @@ def build_state(
         discovery=discovery or build_discovery(settings),
         scraper=scraper,
         auth=auth,
-        aggregated=AggregatedProxy(pool, build_logic(settings), client, metrics),
+        aggregated=AggregatedProxy(
+            pool, build_logic(settings), client, metrics, prefill_is_exclusive(settings)
+        ),
         scrape=control_socket is None,
     )
 
