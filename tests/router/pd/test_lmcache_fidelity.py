@@ -96,13 +96,14 @@ def test_no_path_sends_the_sender_a_plain_request(
 ) -> None:
     p, d, url = lm
     chat = "/v1/chat/completions"
+    msgs = [{"role": "user", "content": LONG}]
     cases: list[tuple[str, str, dict[str, Any], dict[str, str]]] = [
         ("disaggregated", "/v1/completions", {"prompt": LONG, "max_tokens": 4}, {}),
         ("short prompt: direct", "/v1/completions", {"prompt": SHORT, "max_tokens": 4}, {}),
-        ("tools: direct", chat, {"messages": [{"role": "user", "content": LONG}], "tools": TOOLS}, {}),
+        ("tools: direct", chat, {"messages": msgs, "tools": TOOLS}, {}),
         ("max_tokens 1: direct", "/v1/completions", {"prompt": LONG, "max_tokens": 1}, {}),
         ("json output: direct", chat,
-         {"messages": [{"role": "user", "content": LONG}], "response_format": {"type": "json_object"}}, {}),
+         {"messages": msgs, "response_format": {"type": "json_object"}}, {}),
         ("prefill returns no first_tok: recompute", "/v1/completions",
          {"prompt": LONG, "max_tokens": 4}, {"X-Fault": "no_kv_params;kind=lmcache_prefill"}),
         ("decoder fails", "/v1/completions", {"prompt": LONG, "max_tokens": 4},
@@ -132,7 +133,7 @@ def test_aggregated_routing_never_picks_a_sender(fake_engine_factory: Any) -> No
 
 
 def test_max_tokens_one_returns_one_token(lm: tuple[FakeEngine, FakeEngine, str]) -> None:
-    p, d, url = lm
+    p, _, url = lm
     client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
     out = client.completions.create(model="tiny", prompt=LONG, max_tokens=1)
     assert out.usage is not None and out.usage.completion_tokens == 1
@@ -207,7 +208,7 @@ def test_fields_that_cannot_be_split_run_on_the_decoder(
 
 
 def test_template_fields_reach_the_tokenizer(lm: tuple[FakeEngine, FakeEngine, str]) -> None:
-    p, d, url = lm
+    p, _, url = lm
     kwargs = {"enable_thinking": False}
     body = {
         "messages": [{"role": "user", "content": LONG}],
