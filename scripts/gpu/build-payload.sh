@@ -22,7 +22,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 OUT_DIR=${1:-$ROOT/.gpu}
 WORK=${PDSTACK_GPU_BUILD:-$ROOT/build/gpu-payload}
 PART_MIB=${PDSTACK_GPU_PART_MIB:-58}
-XZ_LEVEL=${PDSTACK_GPU_XZ_LEVEL:-9e}
+XZ_LEVEL=${PDSTACK_GPU_XZ_LEVEL:-6}
 
 # Pinned versions (see docs/real-engines.md, "On a GPU"): the newest vLLM whose wheel pins
 # torch==2.11.0 (the GPU machine's torch), NIXL built for CUDA 13, LMCache built for CUDA 13.
