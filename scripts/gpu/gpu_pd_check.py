@@ -379,8 +379,8 @@ def run_bench(
             "--base-url", stack.router.url, "--endpoint", "/v1/completions", "--model", SERVED,
             "--tokenizer", str(model_dir), "--dataset-name", "random", "--random-input-len", "512",
             "--random-output-len", "32", "--num-prompts", str(prompts), "--max-concurrency", "8",
-            "--ignore-eos", "--seed", "0", "--ready-check-timeout-sec", "0", "--save-result", "--result-dir", str(out),
-            "--result-filename", name, "--disable-tqdm"]  # fmt: skip
+            "--ignore-eos", "--seed", "0", "--ready-check-timeout-sec", "0", "--save-result",
+            "--result-dir", str(out), "--result-filename", name, "--disable-tqdm"]  # fmt: skip
     log = out / f"bench-{stack.connector}.log"
     with log.open("w") as fh:
         run = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, timeout=240, check=False,
