@@ -11,6 +11,7 @@ from pdrouter.pd.transports.base import MissingKvParams, PrefillResult
 from pdrouter.pd.transports.fixed import FixedPeerTransport
 from pdrouter.pd.transports.lmcache import LmcacheTransport
 from pdrouter.pd.transports.lmcache_notify import KvReadyListener, notified_request_id
+from pdrouter.pd.transports.lmcache_shape import tokenize_body
 from pdrouter.pd.transports.nixl import NixlTransport, prefill_payload
 from pdrouter.proxy.context import ClientRequest
 from pdrouter.scheduling.request import RequestFeatures
@@ -217,6 +218,7 @@ def completions(payload: dict[str, Any]) -> ClientRequest:
         ({"prompt": "x", "n": 2}, "n", True),
         ({"prompt": "x", "best_of": 3}, "best_of", True),
         ({"prompt": "x", "logprobs": 2}, "logprobs", True),
+        ({"prompt": "x", "logprobs": 0}, "logprobs", True),
         ({"prompt": "x", "echo": True}, "echo", True),
         ({"prompt": "x", "suffix": "y"}, "suffix", True),
         ({"prompt": ["a", "b"]}, "prompt", True),
@@ -256,6 +258,8 @@ def test_lmcache_splits_plain_requests_and_template_fields() -> None:
     ):
         assert t.unsupported(request({**CLIENT, **extra})) is None
     assert t.unsupported(completions({"prompt": [[1, 2, 3]], "max_tokens": 2})) is None
+    for prompt, sent in (([[1, 2]], [1, 2]), (["ab"], "ab"), ([7], [7]), ("ab", "ab")):
+        assert tokenize_body(completions({"prompt": prompt}))["prompt"] == sent
 
 
 async def test_lmcache_prefill_that_stops_at_its_first_token_is_the_answer() -> None:

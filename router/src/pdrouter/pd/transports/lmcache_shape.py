@@ -50,6 +50,11 @@ def _truthy(value: Any) -> bool:
     return value not in (None, False, 0, "", [], {})
 
 
+def _given(value: Any) -> bool:
+    """Set at all: `logprobs: 0` still asks for the sampled token's log-probability."""
+    return value is not None and value is not False
+
+
 def _not_one(value: Any) -> bool:
     return value is not None and value != 1
 
@@ -76,9 +81,9 @@ _RUN_DIRECT: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("guided_regex", _truthy, _GRAMMAR),
     ("guided_choice", _truthy, _GRAMMAR),
     ("guided_grammar", _truthy, _GRAMMAR),
-    ("logprobs", _truthy, _LOGPROBS),
+    ("logprobs", _given, _LOGPROBS),
     ("top_logprobs", _truthy, _LOGPROBS),
-    ("prompt_logprobs", _truthy, _LOGPROBS),
+    ("prompt_logprobs", _given, _LOGPROBS),
     ("echo", _truthy, _NOT_IDS),
     ("suffix", _truthy, _NOT_IDS),
     ("prompt_embeds", _truthy, _NOT_IDS),
@@ -139,7 +144,8 @@ def tokenize_body(req: ClientRequest) -> dict[str, Any]:
         body["messages"] = req.payload["messages"]
     else:
         prompt = req.payload["prompt"]
-        body["prompt"] = prompt[0] if isinstance(prompt, list) and len(prompt) == 1 else prompt
+        nested = isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list)
+        body["prompt"] = prompt[0] if nested else prompt
     for name in TEMPLATE_FIELDS:
         if name in req.payload:
             body[name] = req.payload[name]
