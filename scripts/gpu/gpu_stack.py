@@ -85,6 +85,8 @@ def _engine_argv(
     if mode == "gpu":
         args = _replace_flag(args, "--gpu-memory-utilization", None)
         args += GPU_MEMORY
+    else:  # the CPU build's attention needs blocks of a multiple of 32 tokens
+        args = _replace_flag(args, "--block-size", "32")
     if "--enforce-eager" not in args:
         args.append("--enforce-eager")
     if cpu_kv:  # the CPU build keeps KV in host memory
@@ -112,7 +114,7 @@ def one_machine(mode: str, connector: str) -> list[str]:
     if connector == "nixl":
         subs.append("VLLM_NIXL_SIDE_CHANNEL_HOST=127.0.0.1, ports 5600/5601 (pod IP, 5600)")
         if mode == "cpu":
-            subs.append("kv_buffer_device cuda -> cpu (the CPU build)")
+            subs.append("kv_buffer_device cuda -> cpu, --block-size 16 -> 32 (the CPU build)")
     else:
         subs.append(
             "LMCache config: pd_proxy_host (router Service) and pd_peer_host (@POD_IP@) -> "
