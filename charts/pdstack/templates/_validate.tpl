@@ -145,7 +145,7 @@ that times out, or a node drain that never ends.
 {{- end -}}
 {{- end -}}
 {{- end -}}
-{{- if and (regexMatch `vllm-cpu` $img.repository) (include "pdstack.engine.usesNixl" $ctx) (eq (toString (first $cmd)) "vllm") -}}
+{{- if and (regexMatch `(^|/)vllm-(arm64-)?cpu-release-repo$` $img.repository) (include "pdstack.engine.usesNixl" $ctx) (eq (toString (first $cmd)) "vllm") -}}
 {{- fail (printf "%s: vLLM's CPU image %s has no NIXL, which NixlConnector needs; install it before vllm starts (as values/values-cpu.yaml does with pip install --no-deps nixl==%s nixl-cu12==%s) or use an image that has it" $cmdAt $img.repository (index $ann "pdstack.io/tested-nixl") (index $ann "pdstack.io/tested-nixl")) -}}
 {{- end -}}
 {{- /* LMCache ignores keys it does not know (it logs a warning): refuse them here. */ -}}
