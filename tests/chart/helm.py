@@ -27,6 +27,18 @@ def helm_env() -> dict[str, str]:
     return env
 
 
+def run_script(name: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run scripts/NAME ARGS... from the repository, captured, with helm's homes in .tools/."""
+    return subprocess.run(
+        [str(ROOT / "scripts" / name), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=helm_env(),
+        timeout=timeout,
+    )
+
+
 def helm_template(*args: str, chart: Path = CHART) -> subprocess.CompletedProcess[str]:
     """`helm template vllm <chart> ARGS...`, captured; the caller checks the outcome."""
     return subprocess.run(

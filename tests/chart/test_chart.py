@@ -6,14 +6,13 @@ The tools (helm, helm-unittest, kubeconform) are installed by scripts/install-to
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.chart.helm import ROOT, ROUTER_IMAGE, helm_template
+from tests.chart.helm import ROOT, ROUTER_IMAGE, helm_template, run_script
 
 pytestmark = pytest.mark.chart
 
@@ -21,13 +20,7 @@ pytestmark = pytest.mark.chart
 @pytest.mark.slow
 def test_chart_test_script_passes(tools: None) -> None:
     """lint --strict, helm unittest and kubeconform on every values file all pass."""
-    run = subprocess.run(
-        [str(ROOT / "scripts" / "chart-test.sh")],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1200,
-    )
+    run = run_script("chart-test.sh", timeout=1200)
     assert run.returncode == 0, f"chart-test.sh failed:\n{run.stdout}\n{run.stderr}"
     assert "0 failed" in run.stdout
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.helm import CHART, ROOT, ROUTER_IMAGE, helm_env, helm_template
+from tests.chart.helm import CHART, ROOT, ROUTER_IMAGE, helm_template, run_script
 
 pytestmark = pytest.mark.chart
 
@@ -20,14 +20,7 @@ PUBLISHED = "ghcr.io/example/pdstack-router"
 
 
 def _release(tag: str, out: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(ROOT / "scripts" / "release-chart.sh"), tag, PUBLISHED, str(out)],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=helm_env(),
-        timeout=300,
-    )
+    return run_script("release-chart.sh", tag, PUBLISHED, str(out), timeout=300)
 
 
 def _docs(run: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
