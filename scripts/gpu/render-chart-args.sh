@@ -12,7 +12,8 @@ tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
 for pair in nixl:values/values-pd.yaml lmcache:values/values-pd-lmcache.yaml; do
   name=${pair%%:*}
-  "$HELM" template pdstack "$ROOT/charts/pdstack" -f "$ROOT/${pair#*:}" |
+  "$HELM" template pdstack "$ROOT/charts/pdstack" -f "$ROOT/${pair#*:}" \
+    --set routerSpec.repository=localhost/pdstack-router |
     "$PY" "$ROOT/scripts/gpu/chart_args.py" "$name" >>"$tmp"
 done
 "$PY" -c 'import json,sys; out={}; [out.update(json.loads(l)) for l in open(sys.argv[1])]; print(json.dumps(out, indent=1, sort_keys=True))' "$tmp" >"$OUT"

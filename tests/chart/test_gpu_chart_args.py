@@ -11,17 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.chart.test_chart import HELM, ROOT, _helm_env, tools  # noqa: F401  (fixture)
+from tests.chart.helm import HELM, ROOT, helm_env
 
 pytestmark = pytest.mark.chart
 COMMITTED = ROOT / "scripts" / "gpu" / "chart-engines.json"
 
 
-def test_gpu_check_uses_what_the_chart_renders(tools: None, tmp_path: Path) -> None:  # noqa: F811
+def test_gpu_check_uses_what_the_chart_renders(tools: None, tmp_path: Path) -> None:
     out = tmp_path / "chart-engines.json"
     run = subprocess.run(
         ["bash", str(ROOT / "scripts" / "gpu" / "render-chart-args.sh"), str(out)],
-        env={**_helm_env(), "HELM": str(HELM), "PYTHON": sys.executable},
+        env={**helm_env(), "HELM": str(HELM), "PYTHON": sys.executable},
         capture_output=True,
         text=True,
         check=False,
