@@ -9,6 +9,7 @@ e2e tests start their own engines.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.cluster import ROOT, Cluster, PodRunner
+from tests.cluster.observed import RESULTS
 
 # Per-test limit, fixture set-up included (a cold control-plane build happens in the first).
 CLUSTER_TIMEOUT_S = 3600
@@ -38,6 +40,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                            text=True, check=False, timeout=1800)  # fmt: skip
     if tools.returncode != 0:
         pytest.fail(f"install-tools.sh failed:\n{tools.stdout}\n{tools.stderr}")
+    shutil.rmtree(RESULTS, ignore_errors=True)  # this run's observations only
     state = tmp_path_factory.mktemp("cluster")
     started = Cluster.up(state)
     try:
