@@ -24,7 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 # still on the old one keep theirs.
 DEFAULT_OUT = ROOT / ".cache" / "tiny-model-4k"
 # Bump when anything below changes, so cached builds are rebuilt.
-RECIPE = "tiny-llama-v2: 2 layers, hidden 128, 4 heads, 2 kv heads, vocab 2048, 4096 positions, seed 0"
+RECIPE = (
+    "tiny-llama-v2: 2 layers, hidden 128, 4 heads, 2 kv heads, vocab 2048, 4096 positions, seed 0"
+)
 # Positions the model supports: run_pd.sh's default conversation reaches ~3,050 tokens of this
 # tokenizer in its fifth round (1,000-word system prompt, 200 of history, 5 x 30 + 4 x 100).
 MAX_POSITIONS = 4096
