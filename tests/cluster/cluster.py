@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_SH = ROOT / "scripts" / "k8s" / "cluster.sh"
 CHART = ROOT / "charts" / "pdstack"
+# A namespace label the pod runner reads: its engine pods run the `vllm serve` double.
+DOUBLE_ENGINES = {"podrunner.pdstack.io/engines": "double"}
 TOOLS = ROOT / ".tools"
 T = TypeVar("T")
 
@@ -161,6 +163,36 @@ class Cluster:
             f"ServiceAccount default in {name}",
             lambda: self.run(has_sa, check=False).returncode == 0,
             30,
+        )
+
+    def delete_namespace(self, name: str) -> None:
+        """Delete it and everything in it (without waiting for the pods to finish)."""
+        self.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+
+    def release(
+        self,
+        verb: str,
+        namespace: str,
+        values: Path,
+        *args: str,
+        chart: Path = CHART,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
+        """`helm install|upgrade vllm CHART -n NAMESPACE -f VALUES ARGS --wait`."""
+        return self.helm(
+            verb,
+            "vllm",
+            str(chart),
+            "-n",
+            namespace,
+            "-f",
+            str(values),
+            *args,
+            "--wait",
+            "--timeout",
+            "6m",
+            timeout=420,
+            check=check,
         )
 
     def pods(self, namespace: str, selector: str = "") -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.cluster import CHART, Cluster, PodRunner, wait_until
+from tests.cluster.cluster import DOUBLE_ENGINES, Cluster, PodRunner, wait_until
 from tests.cluster.load import StreamLoad
 from tests.cluster.observed import note
 
@@ -88,26 +88,12 @@ class Release:
 
 @pytest.fixture(scope="module")
 def release(cluster: Cluster, runner: PodRunner) -> Iterator[Release]:
-    cluster.create_namespace(NS, {"podrunner.pdstack.io/engines": "double"})
-    cluster.helm(
-        "install",
-        "vllm",
-        str(CHART),
-        "-n",
-        NS,
-        "-f",
-        str(VALUES),
-        "--wait",
-        "--timeout",
-        "5m",
-        timeout=400,
-    )
+    cluster.create_namespace(NS, DOUBLE_ENGINES)
+    cluster.release("install", NS, VALUES)
     try:
         yield Release(cluster)
     finally:
-        cluster.kubectl(
-            "delete", "namespace", NS, "--wait=true", "--timeout=120s", check=False, timeout=150
-        )
+        cluster.delete_namespace(NS)
 
 
 def test_graceful_churn_under_load_fails_no_request(cluster: Cluster, release: Release) -> None:

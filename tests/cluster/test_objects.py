@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.cluster.cluster import CHART, Cluster, PodRunner, wait_until
+from tests.cluster.cluster import DOUBLE_ENGINES, Cluster, PodRunner, wait_until
 from tests.cluster.observed import note
 
 NS = "objects"
@@ -42,22 +42,10 @@ def test_optional_objects_are_accepted_and_uninstall_leaves_nothing(
         "crd/scaledobjects.keda.sh",
         "--timeout=60s",
     )
-    cluster.create_namespace(NS, {"podrunner.pdstack.io/engines": "double"})
+    cluster.create_namespace(NS, DOUBLE_ENGINES)
     empty = namespace_contents(cluster)
     try:
-        cluster.helm(
-            "install",
-            "vllm",
-            str(CHART),
-            "-n",
-            NS,
-            "-f",
-            str(HERE / "values" / "objects.yaml"),
-            "--wait",
-            "--timeout",
-            "5m",
-            timeout=400,
-        )
+        cluster.release("install", NS, HERE / "values" / "objects.yaml")
         counts = {kind: len(cluster.get(kind, NS)) for kind in EXPECTED}
         note("5-objects", f"accepted by the API server: {counts}")
         assert counts == EXPECTED
@@ -81,4 +69,4 @@ def test_optional_objects_are_accepted_and_uninstall_leaves_nothing(
             )
         assert not left
     finally:
-        cluster.kubectl("delete", "namespace", NS, "--wait=false", check=False)
+        cluster.delete_namespace(NS)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.cluster import ROOT, Cluster, PodRunner, free_port
+from tests.cluster.cluster import DOUBLE_ENGINES, ROOT, Cluster, PodRunner, free_port
 from tests.cluster.observed import note
 from tests.docs.markdown import blocks, tutorial_files
 
@@ -33,7 +33,7 @@ def test_tutorial_blocks_run_against_the_cluster(
     cluster: Cluster, runner: PodRunner, path: Path, tmp_path: Path
 ) -> None:
     ns = "tut-" + path.name[:2]
-    cluster.create_namespace(ns, {"podrunner.pdstack.io/engines": "double"})
+    cluster.create_namespace(ns, DOUBLE_ENGINES)
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
         cluster.kubeconfig.read_text().replace("namespace: default", f"namespace: {ns}")
@@ -63,4 +63,4 @@ def test_tutorial_blocks_run_against_the_cluster(
         for pgid in sessions:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGTERM)
-        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        cluster.delete_namespace(ns)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cluster.cluster import CHART, Cluster, PodRunner
+from tests.cluster.cluster import CHART, DOUBLE_ENGINES, Cluster, PodRunner
 from tests.cluster.observed import note
 
 NS = "upgrade"
@@ -25,42 +25,14 @@ def uids(cluster: Cluster, component: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def installed(cluster: Cluster, runner: PodRunner) -> Iterator[None]:
-    cluster.create_namespace(NS, {"podrunner.pdstack.io/engines": "double"})
-    cluster.helm(
-        "install",
-        "vllm",
-        str(CHART),
-        "-n",
-        NS,
-        "-f",
-        str(VALUES),
-        "--wait",
-        "--timeout",
-        "5m",
-        timeout=400,
-    )
+    cluster.create_namespace(NS, DOUBLE_ENGINES)
+    cluster.release("install", NS, VALUES)
     yield
-    cluster.kubectl(
-        "delete", "namespace", NS, "--wait=true", "--timeout=120s", check=False, timeout=150
-    )
+    cluster.delete_namespace(NS)
 
 
 def upgrade(cluster: Cluster, chart: Path, *sets: str) -> None:
-    extra = [a for s in sets for a in ("--set", s)]
-    cluster.helm(
-        "upgrade",
-        "vllm",
-        str(chart),
-        "-n",
-        NS,
-        "-f",
-        str(VALUES),
-        *extra,
-        "--wait",
-        "--timeout",
-        "5m",
-        timeout=400,
-    )
+    cluster.release("upgrade", NS, VALUES, *(a for s in sets for a in ("--set", s)), chart=chart)
 
 
 def test_a_router_only_upgrade_replaces_the_router_and_no_engine(

@@ -21,6 +21,7 @@ import pytest
 
 from tests.cluster.cluster import (
     CHART,
+    DOUBLE_ENGINES,
     ROOT,
     Cluster,
     ClusterError,
@@ -36,7 +37,6 @@ VALUES_FILES = sorted((ROOT / "values").glob("*.yaml"))
 # below, so the list cannot go stale): production-stack's example adds the SYS_PTRACE
 # capability, which only `privileged` allows.
 NEEDS_PRIVILEGED = {"values-production-stack-pd.yaml": "non-default capabilities"}
-DOUBLE = {"podrunner.pdstack.io/engines": "double"}
 ENFORCE = "pod-security.kubernetes.io/enforce"
 
 
@@ -70,22 +70,9 @@ def storage(cluster: Cluster, count: int) -> None:
 def install(cluster: Cluster, values: Path) -> tuple[Path, float, str]:
     ns = namespace_for(values)
     level = "privileged" if values.name in NEEDS_PRIVILEGED else "baseline"
-    cluster.create_namespace(ns, {**DOUBLE, ENFORCE: level})
+    cluster.create_namespace(ns, {**DOUBLE_ENGINES, ENFORCE: level})
     started = time.monotonic()
-    done = cluster.helm(
-        "install",
-        "vllm",
-        str(CHART),
-        "-n",
-        ns,
-        "-f",
-        str(values),
-        "--wait",
-        "--timeout",
-        "6m",
-        timeout=420,
-        check=False,
-    )
+    done = cluster.release("install", ns, values, check=False)
     return values, time.monotonic() - started, done.stdout + done.stderr if done.returncode else ""
 
 
@@ -143,8 +130,8 @@ def test_restricted_namespace_refuses_baseline_engines_but_admits_the_switch(
     cluster: Cluster, runner: PodRunner
 ) -> None:
     values = ROOT / "values" / "values-pd.yaml"
-    cluster.create_namespace("restricted-default", {**DOUBLE, ENFORCE: "restricted"})
-    cluster.create_namespace("restricted-switch", {**DOUBLE, ENFORCE: "restricted"})
+    cluster.create_namespace("restricted-default", {**DOUBLE_ENGINES, ENFORCE: "restricted"})
+    cluster.create_namespace("restricted-switch", {**DOUBLE_ENGINES, ENFORCE: "restricted"})
     try:
         # As shipped: helm is content ("deployed") while the ReplicaSets cannot create engines.
         done = cluster.helm(
@@ -167,20 +154,12 @@ def test_restricted_namespace_refuses_baseline_engines_but_admits_the_switch(
         ] == []
 
         started = time.monotonic()
-        cluster.helm(
+        cluster.release(
             "install",
-            "vllm",
-            str(CHART),
-            "-n",
             "restricted-switch",
-            "-f",
-            str(values),
+            values,
             "--set",
             "servingEngineSpec.podSecurityLevel=restricted",
-            "--wait",
-            "--timeout",
-            "5m",
-            timeout=400,
         )
         pods = cluster.pods("restricted-switch")
         note(
@@ -191,7 +170,7 @@ def test_restricted_namespace_refuses_baseline_engines_but_admits_the_switch(
         assert len(pods) == 3
     finally:
         for ns in ("restricted-default", "restricted-switch"):
-            cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+            cluster.delete_namespace(ns)
 
 
 def test_values_files_uninstall(cluster: Cluster, installed: dict[Path, float]) -> None:
@@ -201,4 +180,4 @@ def test_values_files_uninstall(cluster: Cluster, installed: dict[Path, float]) 
             cluster.helm("uninstall", "vllm", "-n", namespace_for(values), "--wait", timeout=200)
         except ClusterError as exc:
             pytest.fail(str(exc))
-        cluster.kubectl("delete", "namespace", namespace_for(values), "--wait=false")
+        cluster.delete_namespace(namespace_for(values))

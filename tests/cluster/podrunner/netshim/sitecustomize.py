@@ -11,22 +11,17 @@ sitecustomize further down the path (the vLLM environment's start-up hook, say) 
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import importlib.util
 import os
 import re
 import socket
 import sys
-from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 _POD_IP = os.environ.get("PDSTACK_POD_IP", "")
 _HERE = Path(__file__).resolve().parent
 _ZMQ_WILDCARD = re.compile(r"^tcp://(\*|0\.0\.0\.0):")
-_ZMQ_MODULE = "zmq.sugar.socket"
 
 
 def _pod_address(address: Any, family: int) -> Any:
@@ -50,38 +45,20 @@ def _patch_sockets() -> None:
     socket.socket.bind = bind  # type: ignore[method-assign]
 
 
-def _patch_zmq(module: ModuleType) -> None:
-    sock_class: Any = module.Socket
-    original_bind = sock_class.bind
+def _patch_zmq() -> None:
+    """pyzmq's Socket.bind (where pyzmq is installed); asyncio sockets inherit it."""
+    if importlib.util.find_spec("zmq") is None:
+        return
+    import zmq
+
+    original_bind = zmq.Socket.bind
 
     def bind(self: Any, addr: str) -> Any:
         if isinstance(addr, str):
             addr = _ZMQ_WILDCARD.sub(f"tcp://{_POD_IP}:", addr)
         return original_bind(self, addr)
 
-    sock_class.bind = bind
-
-
-class _PatchZmqOnImport(importlib.abc.MetaPathFinder):
-    """Finds pyzmq's Socket module like the normal finder, then patches its bind once loaded."""
-
-    def find_spec(
-        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
-    ) -> importlib.machinery.ModuleSpec | None:
-        if fullname != _ZMQ_MODULE:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None:
-            return spec
-        loader: Any = spec.loader
-        execute = loader.exec_module
-
-        def exec_then_patch(module: ModuleType) -> None:
-            execute(module)
-            _patch_zmq(module)
-
-        loader.exec_module = exec_then_patch
-        return spec
+    zmq.Socket.bind = bind  # type: ignore[method-assign]
 
 
 def _chain_next_sitecustomize() -> None:
@@ -100,5 +77,5 @@ def _chain_next_sitecustomize() -> None:
 
 if _POD_IP:
     _patch_sockets()
-    sys.meta_path.insert(0, _PatchZmqOnImport())
+    _patch_zmq()
 _chain_next_sitecustomize()
