@@ -19,8 +19,13 @@ VALUES = Path(__file__).parent / "values" / "xpyd-doubles.yaml"
 
 
 def uids(cluster: Cluster, component: str) -> dict[str, str]:
+    """The component's pods that are not on their way out (a replaced router drains a while)."""
     pods = cluster.pods(NS, f"app.kubernetes.io/instance=vllm,pdstack.io/component={component}")
-    return {p["metadata"]["uid"]: p["metadata"]["name"] for p in pods}
+    return {
+        p["metadata"]["uid"]: p["metadata"]["name"]
+        for p in pods
+        if not p["metadata"].get("deletionTimestamp")
+    }
 
 
 @pytest.fixture(scope="module")

@@ -180,7 +180,7 @@ def test_openai_client_through_port_forward_with_kv_from_the_prefiller(
 
 
 def test_run_pd_with_the_default_workload_shape(
-    cluster: Cluster, stack: Stack, tmp_path: Path
+    cluster: Cluster, runner: PodRunner, stack: Stack, tmp_path: Path
 ) -> None:
     """`run_pd.sh MODEL http://localhost:PORT/v1 stack`: the default conversations (1,000-word
     system prompt, 200 of history, 5 rounds of 30-word questions and 100-token answers, 10
@@ -209,12 +209,16 @@ def test_run_pd_with_the_default_workload_shape(
             check=False,
         )
     note("1-walkthrough", "run_pd.sh table:\n" + done.stdout)
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads((tmp_path / "stack" / "summary.json").read_text())
-    assert [lv["failed"] for lv in summary["levels"]] == [0, 0], summary["levels"]
     with (tmp_path / "stack" / "requests.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert rows and all(r["ok"] == "True" for r in rows)
+    failed = [
+        {k: r[k] for k in ("qps", "user_id", "round", "reason", "e2e_ms")}
+        for r in rows
+        if r["ok"] != "True"
+    ]
+    assert done.returncode == 0 and not failed, (
+        f"{failed}\n{done.stderr[-3000:]}\n{runner.log_tail()}"
+    )
     prompt_tokens = sum(int(r["prompt_tokens"]) for r in rows)
     longest = max(int(r["prompt_tokens"]) for r in rows)
     # The decoder's /metrics catch up within a scrape or two of the last request.
