@@ -39,6 +39,9 @@ def _qps_list(text: str) -> list[float]:
     return values
 
 
+IDLE_CONNECTION_S = 2.0
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (see docs/benchmarks.md)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -139,7 +142,11 @@ async def run_benchmark(config: RunConfig, slo: SloSpec, out_dir: Path) -> list[
     }
     levels: list[LevelSummary] = []
     records: list[RequestRecord] = []
-    connector = aiohttp.TCPConnector(limit=0)  # no client-side cap on concurrent streams
+    # No client-side cap on concurrent streams. Idle connections are dropped after 2 s, before
+    # the server drops them (uvicorn, so vLLM and pdstack-router: 5 s): a request never goes out
+    # on a connection the server is closing, and through `kubectl port-forward`, where a close
+    # from the server's side may never reach the client, never onto a dead connection.
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=IDLE_CONNECTION_S)
     watch = FailureWatch()
     async with aiohttp.ClientSession(connector=connector) as session:
         if config.warmup_requests:
