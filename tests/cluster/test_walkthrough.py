@@ -214,7 +214,7 @@ def test_run_pd_with_the_default_workload_shape(
     failed = [
         {k: r[k] for k in ("qps", "user_id", "round", "reason", "e2e_ms")}
         for r in rows
-        if r["ok"] != "True"
+        if r["ok"] != "1"
     ]
     assert done.returncode == 0 and not failed, (
         f"{failed}\n{done.stderr[-3000:]}\n{runner.log_tail()}"
