@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.chart.helm import CHART, ROOT, ROUTER_IMAGE, ROUTER_REPOSITORY, TOOLS, helm_env
+
 CLUSTER_SH = ROOT / "scripts" / "k8s" / "cluster.sh"
-CHART = ROOT / "charts" / "pdstack"
 # A namespace label the pod runner reads: its engine pods run the `vllm serve` double.
 DOUBLE_ENGINES = {"podrunner.pdstack.io/engines": "double"}
-TOOLS = ROOT / ".tools"
 T = TypeVar("T")
 
 
@@ -104,16 +103,13 @@ class Cluster:
     # --- commands a user types ----------------------------------------------------------------
     @property
     def env(self) -> dict[str, str]:
-        """KUBECONFIG and PATH (kubectl, helm) as `eval "$(cluster.sh env)"` sets them."""
-        helm_home = TOOLS / "helm"
+        """KUBECONFIG and PATH (kubectl, helm) as `eval "$(cluster.sh env)"` sets them, and
+        ROUTER_IMAGE as tutorials/00-prerequisites has it for a locally built image."""
         return {
-            **os.environ,
+            **helm_env(),
             "KUBECONFIG": str(self.kubeconfig),
             "PATH": f"{self.bin}:{TOOLS / 'bin'}:{os.environ.get('PATH', '')}",
-            "HELM_PLUGINS": str(helm_home / "plugins"),
-            "HELM_DATA_HOME": str(helm_home / "data"),
-            "HELM_CONFIG_HOME": str(helm_home / "config"),
-            "HELM_CACHE_HOME": str(helm_home / "cache"),
+            "ROUTER_IMAGE": ROUTER_REPOSITORY,
         }
 
     def run(
@@ -178,7 +174,8 @@ class Cluster:
         chart: Path = CHART,
         check: bool = True,
     ) -> subprocess.CompletedProcess[str]:
-        """`helm install|upgrade vllm CHART -n NAMESPACE -f VALUES ARGS --wait`."""
+        """`helm install|upgrade vllm CHART -n NAMESPACE -f VALUES --set routerSpec.repository=...
+        ARGS --wait`."""
         return self.helm(
             verb,
             "vllm",
@@ -187,6 +184,7 @@ class Cluster:
             namespace,
             "-f",
             str(values),
+            *ROUTER_IMAGE,
             *args,
             "--wait",
             "--timeout",

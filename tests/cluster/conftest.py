@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.cluster import ROOT, Cluster, PodRunner
+from tests.chart.helm import ROOT
+from tests.cluster.cluster import Cluster, PodRunner
 from tests.cluster.observed import RESULTS
 
 # Per-test limit, fixture set-up included (a cold control-plane build happens in the first).

@@ -86,19 +86,38 @@ def test_mounted_paths_are_rewritten_whole_and_only_under_a_mount(tmp_path: Path
     assert table.host_path("/etc/other") is None
 
 
-def test_images_provide_only_their_own_executables() -> None:
-    assert (
-        images.runtime_for("lmcache/vllm-openai:latest", "/opt/venv/bin/vllm", "vllm")
-        .argv_prefix[0]
-        .endswith("/bin/vllm")
-    )
-    with pytest.raises(UnsupportedSpec, match="executable file not found"):
-        images.runtime_for("vllm/vllm-openai:v0.32.0", "/opt/venv/bin/vllm", "vllm")
+def test_images_provide_only_their_own_executables(tmp_path: Path) -> None:
+    runtimes = images.ImageRuntimes(tmp_path)
+    lmcache = runtimes.for_image("lmcache/vllm-openai:latest", "vllm")
+    assert lmcache.resolve("/opt/venv/bin/vllm") == str(images.VLLM_VENV / "bin" / "vllm")
+    assert lmcache.resolve("/opt/venv/bin/lmcache_server").startswith(str(tmp_path))
+    vllm = runtimes.for_image("vllm/vllm-openai:v0.32.0", "vllm")
+    assert vllm.resolve("vllm") == str(images.VLLM_VENV / "bin" / "vllm")
+    for missing in ("/opt/venv/bin/vllm", "lmcache_server", "pdstack-router", "curl"):
+        with pytest.raises(UnsupportedSpec, match="executable file not found"):
+            vllm.resolve(missing)
+    assert vllm.resolve("/bin/sh") == "/bin/sh"
+    router = runtimes.for_image("localhost/pdstack-router:0.1.0", "vllm")
+    assert Path(router.resolve("/opt/pdstack/bin/pdstack-router")).name == "pdstack-router"
     with pytest.raises(UnsupportedSpec, match="no local runtime"):
-        images.runtime_for("busybox:1.36", "sh", "vllm")
-    assert images.runtime_for("vllm/vllm-openai:v0.32.0", "/bin/sh", "vllm").argv_prefix == [
-        "/bin/sh"
-    ]
+        runtimes.for_image("busybox:1.36", "vllm")
+
+
+@pytest.mark.parametrize("engines", ["vllm", "double"])
+def test_a_shell_in_the_container_finds_the_image_commands_on_its_path(
+    tmp_path: Path, engines: str
+) -> None:
+    """What the chart's `sh -c` scripts call by name (vllm, python3 in the drain preStop)."""
+    runtime = images.ImageRuntimes(tmp_path).for_image("vllm/vllm-openai:v0.32.0", engines)
+    env = runtime.process_env({}, "127.101.0.7", tmp_path)
+    script = "for c in vllm python3 lmcache_server; do command -v $c || echo no-$c; done"
+    found = subprocess.run(
+        [runtime.resolve("sh"), "-c", script], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    double = str(tmp_path / "vllm-double-bin" / "vllm")
+    assert found[0] == (double if engines == "double" else str(images.VLLM_VENV / "bin" / "vllm"))
+    assert found[1] == str(images.VLLM_VENV / "bin" / "python3")
+    assert found[2] == "no-lmcache_server"
 
 
 def test_a_wildcard_bind_lands_on_the_pod_ip_and_loopback_stays_loopback() -> None:

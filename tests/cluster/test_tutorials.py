@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.cluster import DOUBLE_ENGINES, ROOT, Cluster, PodRunner, free_port
+from tests.chart.helm import ROOT
+from tests.cluster.cluster import DOUBLE_ENGINES, Cluster, PodRunner, free_port
 from tests.cluster.observed import note
 from tests.docs.markdown import blocks, tutorial_files
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cluster.cluster import CHART, DOUBLE_ENGINES, Cluster, PodRunner
+from tests.chart.helm import CHART
+from tests.cluster.cluster import DOUBLE_ENGINES, Cluster, PodRunner
 from tests.cluster.observed import note
 
 NS = "upgrade"

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.chart.helm import CHART, ROOT, ROUTER_IMAGE
 from tests.cluster.cluster import (
-    CHART,
     DOUBLE_ENGINES,
-    ROOT,
     Cluster,
     ClusterError,
     PodRunner,
@@ -135,8 +134,9 @@ def test_restricted_namespace_refuses_baseline_engines_but_admits_the_switch(
     try:
         # As shipped: helm is content ("deployed") while the ReplicaSets cannot create engines.
         done = cluster.helm(
-            "install", "vllm", str(CHART), "-n", "restricted-default", "-f", str(values)
-        )
+            "install", "vllm", str(CHART), "-n", "restricted-default", "-f", str(values),
+            *ROUTER_IMAGE,
+        )  # fmt: skip
         assert "STATUS: deployed" in done.stdout
         refusal = wait_until(
             "the engine ReplicaSets' FailedCreate events",

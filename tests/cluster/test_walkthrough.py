@@ -24,9 +24,8 @@ from typing import Any
 import openai
 import pytest
 
+from tests.chart.helm import CHART, ROOT, ROUTER_IMAGE
 from tests.cluster.cluster import (
-    CHART,
-    ROOT,
     Cluster,
     ClusterError,
     PodRunner,
@@ -93,6 +92,7 @@ def stack(cluster: Cluster, runner: PodRunner) -> Iterator[Stack]:
             str(CHART),
             "-f",
             str(VALUES),
+            *ROUTER_IMAGE,
             "--wait",
             "--timeout",
             "15m",

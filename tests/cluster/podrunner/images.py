@@ -1,19 +1,19 @@
 """The pod runner's "container runtime": what runs here for each image the chart uses.
 
-An image is never pulled. Its family decides which local environment stands in for it and which
-executables it provides, by the exact name or path the image has them under; a command the image
-would not have fails the pod (as `exec: not found` would), and so does an unknown image.
+An image is never pulled. Its family decides which local folders stand in for its bin folders
+(first on PATH, as the image's own PATH is), so a container's command resolves as it would in
+the image, directly or through a shell (`/bin/sh -c "... && exec vllm ..."`):
 
-- `vllm/vllm-openai`, `...vllm-cpu...`: `vllm` is the CPU vLLM venv (`.cache/vllm-venv`) or the
-  vLLM CLI double;
-- `lmcache/vllm-openai`: `/opt/venv/bin/vllm` the same; `/opt/venv/bin/lmcache_server` the
-  LMCache server double (LMCache needs CUDA);
-- `pdstack/pdstack-router`: `pdstack-router` is this checkout's router package;
-- any image: `/bin/sh`, `sh`, `sed`, `cat`, `sleep` are the host's (base-image tools).
+- `vllm/vllm-openai`, `...vllm-cpu...`: the CPU vLLM venv (`.cache/vllm-venv`: `vllm`, `python3`,
+  `pip`);
+- `lmcache/vllm-openai`: the same, as `/opt/venv/bin`, whose `lmcache_server` is the LMCache
+  server double (LMCache needs CUDA);
+- `.../pdstack-router`: this checkout's router venv, as `/opt/pdstack/bin` (Dockerfile.router).
 
-Engines run as real vLLM unless the pod's namespace carries the label
-`podrunner.pdstack.io/engines=double`: then `vllm` is `tests.doubles.vllm_serve`, which checks
-the arguments against the installed vLLM's own parser and serves the fake engine.
+In a namespace labelled `podrunner.pdstack.io/engines=double`, `vllm` is the `vllm serve` double
+(tests/doubles/vllm_serve.py: vLLM's own option table, the fake engine behind it). A command the
+image does not have fails the container (as `exec: not found` would), and so does an unknown
+image. Of the host, only base-image tools (`sh`, `sed`, `sleep`, ...) are used by name.
 """
 
 from __future__ import annotations
@@ -33,95 +33,91 @@ VLLM_VENV = Path(os.environ.get("PDSTACK_VLLM_VENV", ROOT / ".cache" / "vllm-ven
 ENGINES_LABEL = "podrunner.pdstack.io/engines"
 NETSHIM = Path(__file__).resolve().parent / "netshim"
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-BASE_TOOLS = ("/bin/sh", "sh", "/bin/bash", "bash", "sed", "cat", "sleep", "true", "test")
+BASE_TOOLS = frozenset({"sh", "bash", "env", "sed", "cat", "sleep", "true", "test", "echo"})
+# What this machine's "nodes" give vLLM containers: no internet (the model comes from a volume),
+# pod IPs that are loopback aliases (UCX must use `lo`), 2 shared cores (NIXL's progress thread
+# must not busy-poll: scripts/engines/pyhooks).
+ENGINE_NODE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+    "UCX_NET_DEVICES": "lo",
+    "NIXL_PTHR_DELAY_US": "100",
+}
 
 
 @dataclass(frozen=True)
 class Runtime:
-    """How one container's process is started here."""
+    """One image's stand-in: its bin folders, the folders the image has them at, its env."""
 
-    argv_prefix: Sequence[str]
+    path: Sequence[Path]
+    image_dirs: Sequence[str] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     python_path: Sequence[Path] = ()
 
+    def resolve(self, executable: str) -> str:
+        """The file here that is the image's `executable`; UnsupportedSpec if it has none."""
+        folder, _, name = executable.rpartition("/")
+        if not folder or folder in self.image_dirs:
+            for candidate in (d / name for d in self.path):
+                if os.access(candidate, os.X_OK):
+                    return str(candidate)
+        if name in BASE_TOOLS:
+            host = shutil.which(executable if folder else name, path=BASE_PATH)
+            if host:
+                return host
+        raise UnsupportedSpec(f'exec: "{executable}": executable file not found in the image')
 
-def _vllm_real() -> Runtime:
-    return Runtime(
-        argv_prefix=[str(VLLM_VENV / "bin" / "vllm")],
-        env={
-            # This node has no internet: the model comes from a volume, nothing is downloaded.
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "VLLM_NO_USAGE_STATS": "1",
-            "DO_NOT_TRACK": "1",
-            # Pod IPs are loopback aliases here, so UCX (NIXL's transport) must use `lo`.
-            "UCX_NET_DEVICES": "lo",
-            # 2 shared cores: NIXL's progress thread must not busy-poll (scripts/engines/pyhooks).
-            "NIXL_PTHR_DELAY_US": "100",
-        },
-        python_path=[ROOT / "scripts" / "engines" / "pyhooks"],
-    )
-
-
-def _vllm_double() -> Runtime:
-    return Runtime(
-        argv_prefix=[sys.executable, "-m", "tests.doubles.vllm_serve"],
-        env={"PDSTACK_VLLM_PYTHON": str(VLLM_VENV / "bin" / "python")},
-        python_path=[ROOT],
-    )
-
-
-def _lmcache_server_double() -> Runtime:
-    return Runtime(
-        argv_prefix=[sys.executable, "-m", "tests.doubles.lmcache_server"], python_path=[ROOT]
-    )
+    def process_env(
+        self, container_env: Mapping[str, str], pod_ip: str, home: Path
+    ) -> dict[str, str]:
+        """The process's whole environment: the image's PATH and env, the container's env, the
+        network shim."""
+        image_path = os.pathsep.join([*(str(p) for p in self.path), BASE_PATH])
+        env = {"PATH": image_path, "HOME": str(home), "LANG": "C.UTF-8", **self.env}
+        env.update(container_env)
+        paths = [str(NETSHIM), *(str(p) for p in self.python_path)]
+        if env.get("PYTHONPATH"):
+            paths.append(env["PYTHONPATH"])
+        env["PYTHONPATH"] = os.pathsep.join(paths)
+        env["PDSTACK_POD_IP"] = pod_ip
+        return env
 
 
-def _router() -> Runtime:
-    return Runtime(argv_prefix=[str(Path(sys.executable).parent / "pdstack-router")])
+class ImageRuntimes:
+    """The runtimes of the known image families; the doubles' launchers are written to `folder`."""
 
+    def __init__(self, folder: Path) -> None:
+        self.vllm_double = _launcher(folder / "vllm-double-bin", "vllm", "tests.doubles.vllm_serve")
+        self.lmcache = _launcher(
+            folder / "lmcache-bin", "lmcache_server", "tests.doubles.lmcache_server"
+        )
 
-# (image pattern, {executable as the image has it: runtime factory taking `engines`})
-_FAMILIES: list[tuple[re.Pattern[str], dict[str, str]]] = [
-    (
-        re.compile(r"^(docker\.io/)?lmcache/vllm-openai(:|@|$)"),
-        {"/opt/venv/bin/vllm": "vllm", "vllm": "vllm", "/opt/venv/bin/lmcache_server": "lmcache"},
-    ),
-    (re.compile(r"(^|/)vllm/vllm-openai(:|@|$)|vllm-cpu"), {"vllm": "vllm"}),
-    (re.compile(r"(^|/)pdstack/pdstack-router(:|@|$)"), {"pdstack-router": "router"}),
-]
-
-
-def runtime_for(image: str, executable: str, engines: str) -> Runtime:
-    """The runtime for `executable` of `image`; UnsupportedSpec when the image lacks it."""
-    for pattern, executables in _FAMILIES:
-        if not pattern.search(image):
-            continue
-        kind = executables.get(executable)
-        if kind == "vllm":
-            return _vllm_double() if engines == "double" else _vllm_real()
-        if kind == "lmcache":
-            return _lmcache_server_double()
-        if kind == "router":
-            return _router()
-        break
-    else:
+    def for_image(self, image: str, engines: str) -> Runtime:
+        """The stand-in for `image`; `engines` is the namespace's engines label (or "vllm")."""
+        vllm_bin = VLLM_VENV / "bin"
+        pyhooks = ROOT / "scripts" / "engines" / "pyhooks"
+        engine_path = [self.vllm_double, vllm_bin] if engines == "double" else [vllm_bin]
+        if re.search(r"^(docker\.io/)?lmcache/vllm-openai(:|@|$)", image):
+            lmcache_path = [self.lmcache, *engine_path]
+            return Runtime(lmcache_path, ["/opt/venv/bin"], ENGINE_NODE_ENV, [pyhooks])
+        if re.search(r"(^|/)vllm/vllm-openai(:|@|$)|vllm-cpu", image):
+            return Runtime(engine_path, [], ENGINE_NODE_ENV, [pyhooks])
+        if re.search(r"(^|/)pdstack-router(:|@|$)", image):
+            return Runtime([Path(sys.executable).parent], ["/opt/pdstack/bin"])
         raise UnsupportedSpec(f"no local runtime for image {image!r}")
-    if executable in BASE_TOOLS:
-        host = shutil.which(executable, path=BASE_PATH)
-        if host:
-            return Runtime(argv_prefix=[host])
-    raise UnsupportedSpec(f'exec: "{executable}": executable file not found in image {image}')
 
 
-def process_env(
-    runtime: Runtime, container_env: Mapping[str, str], pod_ip: str, home: Path
-) -> dict[str, str]:
-    """The process's whole environment: image defaults, the container's env, the network shim."""
-    env = {"PATH": BASE_PATH, "HOME": str(home), "LANG": "C.UTF-8", **runtime.env, **container_env}
-    paths = [str(NETSHIM), *(str(p) for p in runtime.python_path)]
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    env["PDSTACK_POD_IP"] = pod_ip
-    return env
+def _launcher(folder: Path, name: str, module: str) -> Path:
+    """`folder/name`: runs the double `module` with this checkout's Python; returns `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    launcher = folder / name
+    launcher.write_text(
+        "#!/bin/sh\n"
+        f'export PYTHONPATH="{ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"\n'
+        f'export PDSTACK_VLLM_PYTHON="{VLLM_VENV / "bin" / "python"}"\n'
+        f'exec "{sys.executable}" -m {module} "$@"\n'
+    )
+    launcher.chmod(0o755)
+    return folder

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.cluster.podrunner.images import ENGINES_LABEL
+from tests.cluster.podrunner.images import ENGINES_LABEL, ImageRuntimes
 from tests.cluster.podrunner.kube import KubeApi
 from tests.cluster.podrunner.pod import PodRun
 from tests.cluster.podrunner.podspec import Json
@@ -27,6 +27,7 @@ class Kubelet:
     def __init__(self, api: KubeApi, state_dir: Path) -> None:
         self.api = api
         self.state_dir = state_dir
+        self.runtimes = ImageRuntimes(state_dir)
         self.runs: dict[str, PodRun] = {}
         self.stopping: set[str] = set()
         self.session: aiohttp.ClientSession | None = None
@@ -68,7 +69,8 @@ class Kubelet:
             return
         labels = await self.api.namespace_labels(meta["namespace"])
         assert self.session is not None
-        run = PodRun(pod, self.api, self.state_dir, self.session, labels.get(ENGINES_LABEL, "vllm"))
+        engines = labels.get(ENGINES_LABEL, "vllm")
+        run = PodRun(pod, self.api, self.state_dir, self.session, self.runtimes, engines)
         self.runs[uid] = run
         log.info("%s: running at %s (engines: %s)", run.name, run.pod_ip, run.engines)
         run.task = self._spawn(run.run())

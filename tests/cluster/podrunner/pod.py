@@ -74,12 +74,14 @@ class PodRun:
         api: KubeApi,
         state_dir: Path,
         session: aiohttp.ClientSession,
+        runtimes: images.ImageRuntimes,
         engines: str,
     ) -> None:
         meta = pod["metadata"]
         self.pod = pod
         self.api = api
         self.session = session
+        self.runtimes = runtimes
         self.engines = engines
         self.dir = state_dir / "pods" / meta["namespace"] / f"{meta['name']}-{meta['uid'][:8]}"
         self.pod_ip: str = pod["status"]["podIP"]
@@ -217,8 +219,8 @@ class PodRun:
             raise UnsupportedSpec(
                 f"container {spec['name']!r} has no command: image entrypoints are not modelled"
             )
-        runtime = images.runtime_for(spec["image"], command[0], self.engines)
-        argv = [*runtime.argv_prefix, *(table.rewrite(a) for a in command[1:] + args)]
+        runtime = self.runtimes.for_image(spec["image"], self.engines)
+        argv = [runtime.resolve(command[0]), *(table.rewrite(a) for a in command[1:] + args)]
         env = {k: table.rewrite(v) for k, v in env.items()}
         home = self.dir / "home" / spec["name"]
         home.mkdir(parents=True, exist_ok=True)
@@ -232,7 +234,7 @@ class PodRun:
         )
         proc = ContainerProcess(
             argv,
-            images.process_env(runtime, env, self.pod_ip, home),
+            runtime.process_env(env, self.pod_ip, home),
             Path(workdir),
             self.dir / f"{spec['name']}.log",
         )
@@ -387,10 +389,10 @@ class PodRun:
     def _exec_runner(self, holder: ContainerState) -> probes.ExecRunner:
         async def run(command: list[str], timeout: float) -> int:
             assert holder.proc is not None
-            runtime = images.runtime_for(holder.spec["image"], command[0], self.engines)
+            runtime = self.runtimes.for_image(holder.spec["image"], self.engines)
             table = mount_table(holder.spec, self.volumes)
             proc = await asyncio.create_subprocess_exec(
-                *runtime.argv_prefix,
+                runtime.resolve(command[0]),
                 *(table.rewrite(a) for a in command[1:]),
                 env=holder.proc.env,
                 stdout=asyncio.subprocess.DEVNULL,
