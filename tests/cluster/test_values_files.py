@@ -34,8 +34,14 @@ from tests.cluster.observed import note
 VALUES_FILES = sorted((ROOT / "values").glob("*.yaml"))
 # Values files whose engines need more than `baseline`, with what `baseline` says (asserted
 # below, so the list cannot go stale): production-stack's example adds the SYS_PTRACE
-# capability, which only `privileged` allows.
-NEEDS_PRIVILEGED = {"values-production-stack-pd.yaml": "non-default capabilities"}
+# capability and the RDMA example IPC_LOCK, which only `privileged` allows.
+NEEDS_PRIVILEGED = {
+    "values-production-stack-pd.yaml": "non-default capabilities",
+    "values-pd-rdma.yaml": "non-default capabilities",
+}
+# Extended resources the values files request besides GPUs, which a device plugin advertises on
+# a real cluster (values-pd-rdma.yaml: the RDMA shared-device plugin's NIC share).
+EXTENDED = {"rdma/rdma_shared_device_a": "64"}
 ENFORCE = "pod-security.kubernetes.io/enforce"
 
 
@@ -80,6 +86,10 @@ def installed(cluster: Cluster, runner: PodRunner) -> dict[Path, float]:
     """Every values file installed at once, each in its own baseline namespace."""
     cluster.add_nodes(4)
     storage(cluster, 6)
+    for node in cluster.get("nodes"):
+        status = {"capacity": EXTENDED, "allocatable": EXTENDED}
+        patch = ["patch", "node", node["metadata"]["name"], "--subresource=status"]
+        cluster.kubectl(*patch, "-p", json.dumps({"status": status}))
     with ThreadPoolExecutor(len(VALUES_FILES)) as pool:
         results = list(pool.map(lambda v: install(cluster, v), VALUES_FILES))
     failed = {v.name: err for v, _, err in results if err}
