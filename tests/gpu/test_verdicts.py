@@ -77,6 +77,18 @@ def test_a_token_the_engine_would_not_pick_fails() -> None:
     assert not v["ok"] and v["diverged_at"] == 1
 
 
+def test_unspellable_token_texts_compare_the_first_token_only() -> None:
+    # A token that is part of a UTF-8 character reads as U+FFFD: the texts cannot be aligned
+    # past it, so only the first token is judged.
+    steps = [*STEPS[:1], ("\ufffd", {"\ufffd": -7.0}), (" x", {" x": -7.1})]
+    reference = " cache\u00e9 x"
+    v = compare_greedy(" cache router", steps, reference)
+    assert v["ok"] and v["diverged_at"] is None
+    assert compare_greedy(" block router", steps, reference)["ok"]  # a near-tie first token
+    assert not compare_greedy(" token router", steps, reference)["ok"]
+    assert not compare_greedy(" memory", steps, reference)["ok"]
+
+
 def test_without_log_probs_only_equality_passes() -> None:
     assert compare_greedy("a", [], "a")["ok"]
     assert not compare_greedy("a", [], "b")["ok"]
