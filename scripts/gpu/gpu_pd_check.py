@@ -245,6 +245,7 @@ def check_requests(stack: Stack, res: Results, real: bool) -> None:
                         "greedy": compare_greedy(got["text"], steps, ref_text),
                         "text": got["text"],
                         "reference": ref_text,
+                        "reference_steps": steps if got["text"] != ref_text else None,
                         "completion_tokens": got["completion_tokens"],
                         "seconds": round(got["seconds"], 4),
                         "ttft": round(got["ttft"], 4) if got.get("ttft") else None,
