@@ -19,6 +19,7 @@ from pdrouter.config import (
     load_settings,
     settings_as_env,
 )
+from pdrouter.tracing.logs import TraceIdFilter
 
 
 class JsonFormatter(logging.Formatter):
@@ -31,9 +32,26 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        if trace_id := getattr(record, "trace_id", ""):
+            entry["trace_id"] = trace_id
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """Plain lines; a line logged for a traced request ends with its trace id."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        trace_id = getattr(record, "trace_id", "")
+        return f"{line} trace_id={trace_id}" if trace_id else line
 
 
 def setup_logging(settings: RouterSettings) -> None:
@@ -41,7 +59,8 @@ def setup_logging(settings: RouterSettings) -> None:
     if settings.log_format is LogFormat.JSON:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
+    handler.addFilter(TraceIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())

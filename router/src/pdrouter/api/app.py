@@ -100,6 +100,8 @@ def create_app(
             for part in reversed(lifecycle):
                 await part.stop()
             await state.client.close()
+            if state.tracing is not None:
+                await state.tracing.close()
 
     app = FastAPI(
         title="pdstack router",
@@ -120,6 +122,7 @@ def create_app(
             needs_prompt,
             settings.log_requests,
             settings.log_bodies,
+            state.tracing.tracer if state.tracing is not None else None,
         )
 
     hot = {"/v1/completions": endpoint("completions"), "/v1/chat/completions": endpoint("chat")}

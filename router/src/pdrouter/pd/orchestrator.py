@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -57,6 +57,9 @@ from pdrouter.scheduling.pd import (
 )
 from pdrouter.stats.engine_state import EnginePool, EngineState
 from pdrouter.stats.router_metrics import RouterMetrics
+
+if TYPE_CHECKING:
+    from pdrouter.tracing.spans import RequestTrace
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +152,11 @@ class PdOrchestrator:
             raise pd_errors.unavailable(exc.phase, str(exc)) from None
         if unsupported is not None and plan.decision is PdDecision.DISAGGREGATED:
             log.debug("request %s runs direct: %s", req.request_id, unsupported.reason)
-            plan = PrefillDecodePlan(PdDecision.DIRECT, plan.decode)
+            plan = PrefillDecodePlan(
+                PdDecision.DIRECT, plan.decode, reason="unsupported_by_transport"
+            )
+        if req.trace is not None:
+            _trace_plan(req.trace, plan, engines)
         if plan.decision is not PdDecision.DISAGGREGATED:
             self.metrics.pd_decisions.labels(req.model, plan.decision.value).inc()
             return await self._direct(plan.decode, req)
@@ -184,17 +191,22 @@ class PdOrchestrator:
         send = functools.partial(self._send_prefill, req)
         for attempt in range(attempts):
             tried.add(prefill.id)
+            if req.trace is not None:
+                req.trace.open_leg("prefill", prefill, attempt)
             try:
                 # The engine calls inside enforce the deadline themselves (and charge the engine);
                 # this outer guard, a little later, bounds what they do not cover.
                 async with asyncio.timeout(self.settings.prefill_timeout + _OUTER_SLACK):
-                    return await self.transport.prefill(
+                    result = await self.transport.prefill(
                         req,
                         prefill,
                         plan.decode,
                         send,
                         self.settings.prefill_timeout,
                     )
+                if req.trace is not None:
+                    req.trace.prefill_done(result.kv_params, result.cached_tokens)
+                return result
             except TimeoutError:
                 last = _LegFailed(
                     f"prefill on {prefill.endpoint.display_name} exceeded "
@@ -213,10 +225,14 @@ class PdOrchestrator:
                     phase="prefill",
                 ) from None
             except MissingKvParams as exc:
+                if req.trace is not None:
+                    req.trace.prefill_done(None, None)
                 self._on_missing_kv(str(exc))
                 return None
             except KvWaitTimeout as exc:
                 raise pd_errors.timed_out("kv_transfer", str(exc)) from None
+            if req.trace is not None:
+                req.trace.fail_leg(str(last), last.timeout)
             log.warning("request %s: %s", req.request_id, last)
             others = [
                 s
@@ -260,10 +276,12 @@ class PdOrchestrator:
             resp = await self.client.post(
                 engine.endpoint.url + path,
                 orjson.dumps(body),
-                engine_headers(req.forward_headers, req.request_id),
+                engine_headers(req.forward_headers, req.request_id, req.trace),
                 first_byte_timeout=deadline,
             )
             raw = await resp.read(max(deadline - (time.monotonic() - call.started), 0.001))
+        if req.trace is not None:
+            req.trace.leg_status(resp.status)
         if resp.status >= 500:
             call.close("error", engine_fault=True)
             raise _LegFailed(
@@ -294,6 +312,8 @@ class PdOrchestrator:
     ) -> Outcome:
         handoff_from = time.monotonic()
         dreq = self.transport.decode_request(req, result, decode)
+        if req.trace is not None:
+            req.trace.handoff_to(self.transport.name, decode)
         if dreq.answer is not None:  # the prefill's first token ended the answer
             return dreq.answer
         retryable = result is None or self.transport.decode_retryable
@@ -308,9 +328,13 @@ class PdOrchestrator:
                 self.metrics.pd_handoff.observe(time.monotonic() - handoff_from)
             else:
                 self.metrics.retries.labels("decode").inc()
+            if req.trace is not None:
+                req.trace.open_leg("decode", decode, attempt)
             try:
                 return await self._send_decode(req, dreq, decode)
             except _LegFailed as exc:
+                if req.trace is not None:
+                    req.trace.fail_leg(str(exc), exc.timeout)
                 if exc.timeout:
                     raise pd_errors.timed_out("decode", str(exc)) from None
                 last_error = str(exc)
@@ -331,8 +355,10 @@ class PdOrchestrator:
             resp = await self.client.post(
                 engine.endpoint.url + dreq.path,
                 dreq.body,
-                engine_headers(req.forward_headers, req.request_id),
+                engine_headers(req.forward_headers, req.request_id, req.trace),
             )
+        if req.trace is not None:
+            req.trace.leg_status(resp.status)
         with _leg_errors(call, "decode", on_abort=resp.release):
             if resp.status >= 500:
                 detail = error_detail(await resp.read(self.client.idle_timeout))
@@ -372,6 +398,21 @@ async def _as_decode_errors(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes
             yield chunk
     except RouterError as exc:
         raise _decode_error(exc) from None
+
+
+def _trace_plan(
+    trace: RequestTrace, plan: PrefillDecodePlan, engines: tuple[EngineState, ...]
+) -> None:
+    routable = [s for s in engines if s.routable]
+    trace.scheduled(
+        plan.decision.value,
+        plan.reason,
+        {
+            "prefill": [s for s in routable if s.endpoint.role.can_prefill],
+            "decode": [s for s in routable if s.endpoint.role.can_decode],
+        },
+        {"prefill": plan.prefill, "decode": plan.decode},
+    )
 
 
 class _Fixed:

@@ -81,12 +81,17 @@ class AggregatedProxy:
             # dead engine does not shift a round-robin cycle onto itself.
             engine = self.logic.pick(pool, req.features) if not attempt else least_loaded(pool)
             tried.add(engine.id)
+            if req.trace is not None:
+                reason = type(self.logic).__name__ if not attempt else "retry_least_loaded"
+                req.trace.scheduled("aggregated", reason, {"engine": pool}, {"engine": engine})
             if attempt:
                 self.metrics.retries.labels("aggregated").inc()
             try:
                 return await self.send(engine, req)
             except Retryable as exc:
                 last_error = exc.error
+                if req.trace is not None:
+                    req.trace.fail_leg(exc.error.message)
                 log.warning(
                     "request %s: engine %s failed before any byte (%s); %s",
                     req.request_id,
@@ -102,11 +107,13 @@ class AggregatedProxy:
         """Run the request on one engine; raises Retryable if nothing reached the client."""
         call = EngineCall(engine, self.metrics, "aggregated")
         name = engine.endpoint.display_name
+        if req.trace is not None:
+            req.trace.open_leg("aggregated", engine)
         try:
             resp = await self.client.post(
                 engine.endpoint.url + req.path,
                 req.body,
-                engine_headers(req.forward_headers, req.request_id),
+                engine_headers(req.forward_headers, req.request_id, req.trace),
             )
         except EngineConnectError as exc:
             call.close("error", engine_fault=True)
@@ -121,6 +128,8 @@ class AggregatedProxy:
             call.close("cancelled")
             raise
 
+        if req.trace is not None:
+            req.trace.leg_status(resp.status)
         try:
             if resp.status >= 500:
                 detail = error_detail(await resp.read(self.client.idle_timeout))
