@@ -313,7 +313,7 @@ class PdOrchestrator:
         handoff_from = time.monotonic()
         dreq = self.transport.decode_request(req, result, decode)
         if req.trace is not None:
-            req.trace.handoff_to(self.transport.name, decode)
+            req.trace.handoff_to(self.transport.name)
         if dreq.answer is not None:  # the prefill's first token ended the answer
             return dreq.answer
         retryable = result is None or self.transport.decode_retryable

@@ -41,6 +41,9 @@ _W3C = ("traceparent", "tracestate")
 _NO_PARENT = Context()
 _PROPAGATOR = TraceContextTextMapPropagator()
 OPERATION = {"chat": "chat", "completions": "text_completion"}
+# Every attribute costs CPU twice (set, then OTLP-encoded in the export thread: ~5 us each here),
+# so a span carries what it alone can say; what the request span says is not repeated on legs.
+_ENGINE_CACHE_MAX = 1024
 _LEG_SPAN = {"prefill": "prefill", "decode": "decode", "aggregated": "generate"}
 # Request fields with a GenAI attribute name (max_completion_tokens is chat's newer max_tokens).
 _REQUEST_FIELDS = (
@@ -54,16 +57,17 @@ _REQUEST_FIELDS = (
 
 
 def engine_attributes(engine: EngineState) -> dict[str, Any]:
-    """Which engine a leg ran on, as server.* plus the router's own name for it."""
+    """Which engine a leg ran on: server.* (GenAI), plus the router's name for it when that says
+    more than host:port (a pod name)."""
     url = urlsplit(engine.endpoint.url)
-    attrs: dict[str, Any] = {
-        "pdstack.engine": engine.endpoint.display_name,
-        "pdstack.engine.role": engine.endpoint.role.value,
-    }
+    attrs: dict[str, Any] = {}
     if url.hostname:
         attrs["server.address"] = url.hostname
     if url.port:
         attrs["server.port"] = url.port
+    name = engine.endpoint.display_name
+    if name not in (engine.endpoint.url, url.netloc):
+        attrs["pdstack.engine"] = name
     return attrs
 
 
@@ -96,6 +100,17 @@ class RequestTracer:
 
     def __init__(self, tracer: Tracer) -> None:
         self._tracer = tracer
+        self._engines: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def engine(self, engine: EngineState) -> dict[str, Any]:
+        """engine_attributes(), computed once per engine (the cache forgets all when full)."""
+        key = (engine.endpoint.id, engine.endpoint.url)
+        attrs = self._engines.get(key)
+        if attrs is None:
+            if len(self._engines) >= _ENGINE_CACHE_MAX:
+                self._engines.clear()
+            attrs = self._engines[key] = engine_attributes(engine)
+        return attrs
 
     def start(self, req: ClientRequest) -> None:
         """Open the request's span, continuing the client's W3C context if it sent one.
@@ -118,7 +133,7 @@ class RequestTracer:
         forward.pop("tracestate", None)
         _PROPAGATOR.inject(forward, context=set_span_in_context(root))
         if root.is_recording():  # else engines see the unsampled flag and drop their spans too
-            req.trace = RequestTrace(self._tracer, root, attributes, req.arrived)
+            req.trace = RequestTrace(self, root, attributes["gen_ai.operation.name"], req.arrived)
 
 
 class RequestTrace:
@@ -135,6 +150,7 @@ class RequestTrace:
         "_leg",
         "_leg_started",
         "_leg_status",
+        "_owner",
         "_prefill_end_ns",
         "_prev",
         "_prev2",
@@ -144,15 +160,13 @@ class RequestTrace:
         "_tracer",
     )
 
-    def __init__(self, tracer: Tracer, root: Span, gen_ai: dict[str, Any], arrived: float) -> None:
-        self._tracer = tracer
+    def __init__(self, tracer: RequestTracer, root: Span, operation: str, arrived: float) -> None:
+        self._owner = tracer
+        self._tracer = tracer._tracer
         self._root = root
         self._root_ctx = set_span_in_context(root)
-        self._gen_ai = {
-            "gen_ai.operation.name": gen_ai["gen_ai.operation.name"],
-            "gen_ai.request.model": gen_ai["gen_ai.request.model"],
-            "gen_ai.provider.name": "vllm",
-        }
+        # GenAI requires both on an inference (leg) span; the model is on the request span.
+        self._gen_ai = {"gen_ai.operation.name": operation, "gen_ai.provider.name": "vllm"}
         self._arrived = arrived
         self._leg: Span | None = None
         self._leg_started = 0
@@ -183,14 +197,13 @@ class RequestTrace:
         for role, engine in chosen.items():
             if engine is not None:
                 attrs[f"pdstack.schedule.{role}_engine"] = engine.endpoint.display_name
-        self._root.set_attribute("pdstack.pd.decision", decision)
         self._tracer.start_span("schedule", self._root_ctx, attributes=attrs).end()
 
     # --- engine legs ----------------------------------------------------------------------
     def open_leg(self, phase: str, engine: EngineState, attempt: int | None = None) -> None:
         """Start the span of one call to an engine; it becomes the parent the engine sees."""
         self._end_handoff()
-        attrs = {**self._gen_ai, **engine_attributes(engine), "pdstack.phase": phase}
+        attrs = {**self._gen_ai, **self._owner.engine(engine)}
         if attempt is not None:
             attrs["pdstack.attempt"] = attempt + 1
         self._leg = self._tracer.start_span(
@@ -230,9 +243,8 @@ class RequestTrace:
         self._prefill_end_ns = time.time_ns()
         attrs: dict[str, Any] = {"pdstack.kv.params": kv_params is not None}
         if kv_params:
-            for key in ("remote_engine_id", "remote_host", "remote_port"):
-                if isinstance(kv_params.get(key), str | int):
-                    attrs[f"pdstack.kv.{key}"] = kv_params[key]
+            if isinstance(kv_params.get("remote_engine_id"), str):
+                attrs["pdstack.kv.remote_engine_id"] = kv_params["remote_engine_id"]
             blocks = kv_params.get("remote_block_ids")
             if isinstance(blocks, list):
                 attrs["pdstack.kv.remote_blocks"] = len(blocks)
@@ -240,11 +252,10 @@ class RequestTrace:
             "kv_handoff", self._root_ctx, attributes=attrs, start_time=self._prefill_end_ns
         )
 
-    def handoff_to(self, transport: str, decode: EngineState) -> None:
-        """Name the decoder the hand-off goes to (ends when the decode leg opens)."""
+    def handoff_to(self, transport: str) -> None:
+        """Name the KV transport of the hand-off (it ends when the decode leg opens)."""
         if self._handoff is not None:
             self._handoff.set_attribute("pdstack.kv.transport", transport)
-            self._handoff.set_attribute("pdstack.decode.engine", decode.endpoint.display_name)
 
     # --- the answer -------------------------------------------------------------------------
     async def watch(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -273,42 +284,43 @@ class RequestTrace:
         """End every open span: outcome ok, client_error, error or cancelled (client gone);
         `error` is what the client was told, in the HTTP status or a final SSE event."""
         self._end_handoff()
-        answer = answer_attributes(self._first, self._prev2 + self._prev + self._last)
-        root = self._root
-        if self._chunks:
-            answer["pdstack.stream.chunks"] = self._chunks
-        if self._first_ns:
-            root.set_attribute(
-                "gen_ai.response.time_to_first_chunk",
-                (self._first_ns - _wall_ns(self._arrived)) / 1e9,
-            )
+        root: dict[str, Any] = {"pdstack.outcome": outcome}
+        if self._first_ns:  # what the client saw: from its request's arrival
+            root["gen_ai.response.time_to_first_chunk"] = (
+                self._first_ns - _wall_ns(self._arrived)
+            ) / 1e9
+        status = self._status or (error.status if error is not None else 0)
+        if status:
+            root["http.response.status_code"] = status
+        if error is not None:
+            root["error.type"] = error.code
+            if error.pd:
+                root["pdstack.pd.error_reason"] = error.code
+                root["pdstack.pd.error_phase"] = error.phase
         leg = self._leg
-        if leg is not None:
-            leg.set_attributes(answer)
+        answer = answer_attributes(self._first, self._prev2 + self._prev + self._last)
+        if leg is not None:  # the answer came from this leg: it carries what was in it
+            if self._chunks:
+                answer["pdstack.stream.chunks"] = self._chunks
             if self._first_ns:
-                leg.set_attribute(
-                    "gen_ai.response.time_to_first_chunk",
-                    (self._first_ns - self._leg_started) / 1e9,
-                )
-            leg.set_attribute("pdstack.outcome", outcome)
+                answer["gen_ai.response.time_to_first_chunk"] = (
+                    self._first_ns - self._leg_started
+                ) / 1e9
+            if outcome != "ok":
+                answer["pdstack.outcome"] = outcome
+            leg.set_attributes(answer)
             if error is not None:
                 _fail(leg, error.code, error.message)
             leg.end()
             self._leg = None
-        root.set_attributes(answer)
-        root.set_attribute("pdstack.outcome", outcome)
-        status = self._status or (error.status if error is not None else 0)
-        if status:
-            root.set_attribute("http.response.status_code", status)
-        if error is not None:
-            root.set_attribute("error.type", error.code)
-            if error.pd:
-                root.set_attribute("pdstack.pd.error_reason", error.code)
-                root.set_attribute("pdstack.pd.error_phase", error.phase)
-            # HTTP server spans: a 4xx is the client's problem, not the server's error.
-            if error.status >= 500:
-                root.set_status(Status(StatusCode.ERROR, error.message))
-        root.end()
+        else:
+            root.update(answer)
+        span = self._root
+        span.set_attributes(root)
+        # HTTP server spans: a 4xx is the client's problem, not the server's error.
+        if error is not None and error.status >= 500:
+            span.set_status(Status(StatusCode.ERROR, error.message))
+        span.end()
 
     # --- internals --------------------------------------------------------------------------
     def _end_handoff(self) -> None:
