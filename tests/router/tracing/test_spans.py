@@ -279,3 +279,41 @@ async def _slow(chunks: list[bytes]) -> AsyncIterator[bytes]:
     for chunk in chunks:
         await asyncio.sleep(0)
         yield chunk
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def paused(self) -> bool:
+        return False
+
+    async def drain(self) -> None:
+        return None
+
+
+class _Push:
+    """A push stream double: writes a whole stream to the client writer it is given."""
+
+    async def run(self, writer: Any) -> RouterError | None:
+        for chunk in STREAM:
+            writer.write(chunk)
+        return None
+
+
+def test_a_pushed_stream_is_seen_on_its_way_to_the_client(exporter: InMemorySpanExporter) -> None:
+    req = request()
+    tracer(exporter).start(req)
+    trace = req.trace
+    assert trace is not None
+    trace.open_leg("decode", DECODE, 0)
+    client = _Writer()
+    assert asyncio.run(trace.watch_push(_Push()).run(client)) is None
+    assert client.data == b"".join(STREAM)
+    trace.end("ok", None)
+    decode = by_name(exporter)["decode"][0]
+    assert (decode.attributes or {})["gen_ai.response.finish_reasons"] == ("length",)
+    assert (decode.attributes or {})["pdstack.stream.chunks"] == 3

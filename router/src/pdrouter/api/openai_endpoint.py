@@ -178,8 +178,10 @@ class OpenAIEndpoint:
                 self.metrics.e2e.labels(req.model).observe(time.monotonic() - req.arrived)
             self._finish(req, result, error)
 
-        if req.trace is not None:
+        if req.trace is not None:  # the trace keeps the stream's first and last chunks
             outcome.chunks = req.trace.watch(outcome.chunks)
+            if outcome.push is not None:
+                outcome.push = req.trace.watch_push(outcome.push)
         try:
             await send_stream(
                 send,

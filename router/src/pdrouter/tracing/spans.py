@@ -36,6 +36,8 @@ from pdrouter.tracing.logs import current_trace_id
 if TYPE_CHECKING:
     from pdrouter.proxy.context import ClientRequest
     from pdrouter.proxy.errors import RouterError
+    from pdrouter.proxy.outcome import PushStream
+    from pdrouter.proxy.relay import ClientWriter
 
 _W3C = ("traceparent", "tracestate")
 _NO_PARENT = Context()
@@ -263,16 +265,25 @@ class RequestTrace:
         self._status = 200
         try:
             async for chunk in chunks:
-                if not self._chunks:
-                    self._first = chunk
-                    self._first_ns = time.time_ns()
-                self._chunks += 1
-                self._prev2, self._prev, self._last = self._prev, self._last, chunk
+                self.seen(chunk)
                 yield chunk
         finally:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+    def watch_push(self, push: PushStream) -> PushStream:
+        """The same for a stream the push relay writes to the client from the socket callback."""
+        self._status = 200
+        return _WatchedPush(push, self)
+
+    def seen(self, chunk: bytes) -> None:
+        """One chunk of the answer on its way to the client."""
+        if not self._chunks:
+            self._first = chunk
+            self._first_ns = time.time_ns()
+        self._chunks += 1
+        self._prev2, self._prev, self._last = self._prev, self._last, chunk
 
     def body(self, status: int, body: bytes) -> None:
         """A complete (non-streamed) answer."""
@@ -327,6 +338,39 @@ class RequestTrace:
         if self._handoff is not None:
             self._handoff.end()
             self._handoff = None
+
+
+class _WatchedPush:
+    """A push stream whose writes to the client pass the trace on the way."""
+
+    __slots__ = ("_push", "_trace")
+
+    def __init__(self, push: PushStream, trace: RequestTrace) -> None:
+        self._push = push
+        self._trace = trace
+
+    async def run(self, writer: ClientWriter) -> RouterError | None:
+        return await self._push.run(_WatchedWriter(writer, self._trace))
+
+
+class _WatchedWriter:
+    """ClientWriter that shows every write to the trace first."""
+
+    __slots__ = ("_trace", "_writer")
+
+    def __init__(self, writer: ClientWriter, trace: RequestTrace) -> None:
+        self._writer = writer
+        self._trace = trace
+
+    def write(self, data: bytes) -> None:
+        self._trace.seen(data)
+        self._writer.write(data)
+
+    def paused(self) -> bool:
+        return self._writer.paused()
+
+    async def drain(self) -> None:
+        await self._writer.drain()
 
 
 def _fail(span: Span, kind: str, message: str) -> None:
