@@ -30,7 +30,11 @@ STATUS_ERROR = 2
 
 
 def ensure_collector() -> Path:
-    """Build the collector if needed (instant when cached); return the binary's path."""
+    """Build the collector if needed (instant when cached); return the binary's path.
+    $PDSTACK_OTELCOL names a prebuilt one instead (a machine with no Go or network)."""
+    prebuilt = os.environ.get("PDSTACK_OTELCOL")
+    if prebuilt:
+        return Path(prebuilt)
     out = subprocess.run(
         [str(ROOT / "scripts" / "install-otelcol.sh")],
         check=True,
