@@ -269,6 +269,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if collector is not None:
             tracing = tracing_cost(list(rows.values()), collector)
             collector.stop()
+            shutil.rmtree(collector.folder, ignore_errors=True)  # tens of MB of spans
     table = markdown(list(rows.values()))
     report = {
         "machine": {

@@ -7,8 +7,11 @@
 #   benchmarks/router/device_run.sh WHEELS_DIR OUT_DIR [bench_router flags...]
 #
 # OUT_DIR receives at most 6 files: bench-router-*.md and .json, two profile SVGs, the log,
-# and pip's output. About 6 minutes on 16 cores; with --tracing (pdstack again with tracing on,
-# every request and 10 % sampled) about 12.
+# and pip's output. About 6 minutes on 16 cores. `--tracing` runs pdstack twice more (tracing
+# on: every request, 10 % sampled), which would double that; to stay near 6 minutes, measure the
+# cost of tracing alone, without the Rust router and on fewer scenarios:
+#   benchmarks/router/device_run.sh WHEELS_DIR OUT_DIR --tracing --no-peers \
+#       --scenarios plain-tiny,realistic,pd-tiny,pd-realistic
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 WHEELS=$(cd "${1:?usage: device_run.sh WHEELS_DIR OUT_DIR}" && pwd)

@@ -107,12 +107,32 @@ class Trace:
     def children(self, parent: Span) -> list[Span]:
         return [s for s in self.spans if s.parent_id == parent.span_id]
 
+    def tree(self, attributes: bool = False) -> str:
+        """The spans as an indented tree: start offset and duration in ms, service, name, and
+        ERROR with its message on failed spans (a span whose parent is missing is a root)."""
+        ids = {s.span_id for s in self.spans}
+        start = self.spans[0].start_ns
+        lines: list[str] = []
+
+        def walk(span: Span, depth: int) -> None:
+            error = f"  ERROR {span.status_message}" if span.failed else ""
+            offset, took = (span.start_ns - start) / 1e6, (span.end_ns - span.start_ns) / 1e6
+            indent = "  " * depth
+            lines.append(
+                f"{offset:8.1f} ms {took:8.1f} ms  {indent}{span.name} [{span.service}]{error}"
+            )
+            if attributes and span.attributes:
+                lines.append(f"{'':24}{indent}  {span.attributes}")
+            for child in self.children(span):
+                walk(child, depth + 1)
+
+        lines.append(f"   start   duration  span [service]   (trace {self.trace_id})")
+        for root in (s for s in self.spans if s.parent_id not in ids):
+            walk(root, 0)
+        return "\n".join(lines)
+
     def __str__(self) -> str:
-        return "\n".join(
-            f"  {s.service}:{s.name} id={s.span_id} parent={s.parent_id or '-'} "
-            f"status={s.status_code} {s.attributes}"
-            for s in self.spans
-        )
+        return self.tree(attributes=True)
 
 
 class Collector:
