@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 
 
 _OUTER_SLACK = 0.05  # seconds
+_NO_GUARD = contextlib.nullcontext()
 
 
 class _LegFailed(Exception):
@@ -184,10 +185,15 @@ class PdOrchestrator:
         send = functools.partial(self._send_prefill, req)
         for attempt in range(attempts):
             tried.add(prefill.id)
+            # The engine calls inside enforce the deadline themselves (and charge the engine);
+            # the outer guard, a little later, bounds what they do not cover, if anything.
+            guard = (
+                _NO_GUARD
+                if self.transport.prefill_bounded
+                else asyncio.timeout(self.settings.prefill_timeout + _OUTER_SLACK)
+            )
             try:
-                # The engine calls inside enforce the deadline themselves (and charge the engine);
-                # this outer guard, a little later, bounds what they do not cover.
-                async with asyncio.timeout(self.settings.prefill_timeout + _OUTER_SLACK):
+                async with guard:
                     return await self.transport.prefill(
                         req,
                         prefill,
