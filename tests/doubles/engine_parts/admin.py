@@ -66,6 +66,7 @@ class AdminHandler:
             return error_response(400, "Invalid JSON body")
         if not isinstance(body, dict):
             return error_response(400, "request body must be a JSON object")
+        self.st.log.record(request.path, "tokenize", request.headers, body)
         model = body.get("model")
         if model is not None and model not in self.st.knobs.models:
             return error_response(404, f"The model `{model}` does not exist.", "model")
