@@ -54,7 +54,7 @@ def test_prefill_notifies_each_tp_rank_and_decode_continues(
     first_tok = r.json()["kv_transfer_params"]["first_tok"]
     assert isinstance(first_tok, int)
     assert lmcache_proxy_sink.wait_for("req-7", 2) == 2
-    assert p.stats()["by_kind"] == {"lmcache_prefill": 1}
+    assert p.stats()["by_kind"] == {"tokenize": 1, "lmcache_prefill": 1}
     # Decode: prompt tokens + first token, max_tokens - 1, streamed (as LMCache's proxy does).
     body = {"model": "tiny", "prompt": [*tokens, first_tok], "max_tokens": 5, "stream": True}
     dec = httpx.post(d.url + "/v1/completions", json=body, timeout=10)

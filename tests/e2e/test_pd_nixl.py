@@ -126,3 +126,21 @@ def test_completion_stream_matches_non_stream(
     assert len([t for t in texts if t]) > 1
     expected, _ = engine_completion(healthy_pair.prefill.url, prompt, STREAM_TOKENS)
     assert "".join(texts) == expected
+
+
+def test_n_sequences_through_pd_each_match_a_single_engine(
+    router: procs.ManagedProcess, healthy_pair: EnginePair
+) -> None:
+    """`n` > 1 reaches the decode only: the prefill runs one sequence (it would otherwise fan
+    out and hold KV for sequences nobody reads), and every sequence the decode generates from
+    the transferred KV is the one a single engine generates (greedy, so all n are equal)."""
+    prompt = unique_prompt(repeats=3)
+    decisions_before = metric(router.url, DISAGGREGATED[0], **DISAGGREGATED[1])
+    resp = client(router.url).completions.create(
+        model=MODEL, prompt=prompt, max_tokens=8, n=3, temperature=0.0, extra_body=IGNORE_EOS
+    )
+    expected, _ = engine_completion(healthy_pair.prefill.url, prompt, 8)
+    assert sorted(c.index for c in resp.choices) == [0, 1, 2]
+    assert [c.text for c in resp.choices] == [expected] * 3
+    assert resp.usage is not None and resp.usage.completion_tokens == 3 * 8
+    assert metric(router.url, DISAGGREGATED[0], **DISAGGREGATED[1]) == decisions_before + 1
