@@ -152,6 +152,8 @@ def test_pd_fault(sc: Scenario, fleet: PdFleet, matrix: MatrixRecorder) -> None:
     observed = f"{ans.status} {code}".strip()
     if ans.headers.get("x-pdstack-pd-phase"):
         observed += f" phase `{ans.headers['x-pdstack-pd-phase']}`"
+    if sc.engine_body and ans.status >= 400 and ans.json["error"].get("code") == ans.status:
+        observed += ", the engine's error body"
     if ans.headers.get("retry-after") and sc.retry_after:
         observed += f", Retry-After {ans.headers['retry-after']}"
     matrix.add(MatrixRow(sc.id, sc.router.upper(), sc.expected, observed, ans.elapsed, sc.bound))

@@ -37,6 +37,14 @@ def error_response(status: int, message: str, param: str | None = None) -> web.R
     )
 
 
+def injected_error(spec: FaultSpec) -> web.Response:
+    """The `http_error` fault's answer, with `Retry-After` when the fault names one."""
+    resp = error_response(spec.status, spec.message or f"injected error {spec.status}")
+    if "retry_after" in spec.extra:
+        resp.headers["Retry-After"] = str(spec.extra["retry_after"])
+    return resp
+
+
 async def _sleep_until(when: float) -> None:
     """Tokens follow a fixed schedule, so a busy loop does not stretch the average ITL."""
     delay = when - asyncio.get_running_loop().time()
@@ -109,11 +117,7 @@ class InferenceHandler:
         if "slow" in faults:
             await asyncio.sleep(faults["slow"].delay_ms / 1000)
         if "http_error" in faults:
-            spec = faults["http_error"]
-            resp = error_response(spec.status, spec.message or f"injected error {spec.status}")
-            if "retry_after" in spec.extra:
-                resp.headers["Retry-After"] = str(spec.extra["retry_after"])
-            return resp
+            return injected_error(faults["http_error"])
         if "invalid_json" in faults:
             stream = isinstance(body, dict) and body.get("stream") is True
             if not stream:

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from . import shapes
+from .inference import error_response, injected_error
 from .state import EngineState
 from .textgen import detokenize, tokenize_text
 
@@ -29,14 +29,6 @@ POOLING_PATHS = (
 )
 
 
-def _error(status: int, message: str, param: str | None = None) -> web.Response:
-    return web.Response(
-        status=status,
-        body=shapes.error_body(status, message, param),
-        content_type="application/json",
-    )
-
-
 class PoolingHandler:
     """Serves the routes above; one method per route shape."""
 
@@ -47,20 +39,16 @@ class PoolingHandler:
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
-            return _error(400, "Invalid JSON body")
+            return error_response(400, "Invalid JSON body")
         if not isinstance(body, dict):
-            return _error(400, "request body must be a JSON object")
+            return error_response(400, "request body must be a JSON object")
         self.st.log.record(request.path, "pooling", request.headers, body)
         model = body.get("model")
         if model is not None and model not in self.st.knobs.models:
-            return _error(404, f"The model `{model}` does not exist.", "model")
+            return error_response(404, f"The model `{model}` does not exist.", "model")
         fault = self.st.board.for_request("plain", request.headers.get("X-Fault"))
         if "http_error" in fault:
-            spec = fault["http_error"]
-            resp = _error(spec.status, spec.message or f"injected error {spec.status}")
-            if "retry_after" in spec.extra:
-                resp.headers["Retry-After"] = str(spec.extra["retry_after"])
-            return resp
+            return injected_error(fault["http_error"])
         return body
 
     def _model(self, body: dict[str, Any]) -> str:
@@ -72,7 +60,7 @@ class PoolingHandler:
             return body
         tokens = body.get("tokens")
         if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
-            return _error(400, "tokens must be a list of integers", "tokens")
+            return error_response(400, "tokens must be a list of integers", "tokens")
         return web.json_response({"prompt": detokenize(tokens)}, dumps=_dumps)
 
     async def embeddings(self, request: web.Request) -> web.Response:
@@ -82,7 +70,7 @@ class PoolingHandler:
         inputs = body.get("input")
         items = inputs if isinstance(inputs, list) else [inputs]
         if not items or not all(isinstance(i, str) for i in items):
-            return _error(400, "input must be a string or a list of strings", "input")
+            return error_response(400, "input must be a string or a list of strings", "input")
         data = [
             {"object": "embedding", "index": i, "embedding": _vector(text)}
             for i, text in enumerate(items)
