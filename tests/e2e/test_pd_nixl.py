@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import procs
 import pytest
 
@@ -144,3 +145,26 @@ def test_n_sequences_through_pd_each_match_a_single_engine(
     assert [c.text for c in resp.choices] == [expected] * 3
     assert resp.usage is not None and resp.usage.completion_tokens == 3 * 8
     assert metric(router.url, DISAGGREGATED[0], **DISAGGREGATED[1]) == decisions_before + 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"stream_options": {"include_usage": True}}, "stream_options"),
+        ({"max_tokens": 2, "min_tokens": 5}, "min_tokens"),
+        ({"stream": True, "prompt_logprobs": 1}, "prompt_logprobs"),
+        ({"logprobs": -2}, "logprobs"),
+        ({"n": 0}, "n"),
+    ],
+)
+def test_vllm_rules_the_router_checks_first_match_vllm(
+    router: procs.ManagedProcess, healthy_pair: EnginePair, fields: dict[str, object], param: str
+) -> None:
+    """The rules the router applies before a prefill answer like the engine itself: same status
+    and, where vLLM names one, the same param (the router always names it)."""
+    body = {"model": MODEL, "prompt": "hello", "max_tokens": 4, **fields}
+    via_router = httpx.post(router.url + "/v1/completions", json=body, timeout=30)
+    direct = httpx.post(healthy_pair.decode.url + "/v1/completions", json=body, timeout=30)
+    assert via_router.status_code == direct.status_code == 400, direct.text
+    assert via_router.json()["error"]["param"] == param
+    assert direct.json()["error"]["param"] in (param, None)

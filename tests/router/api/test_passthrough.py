@@ -86,6 +86,9 @@ def test_route_reaches_an_engine_of_the_model(
     # The engine got the router's request id, and the client learns it.
     sent = stack.other.stats()["recent"][0]["headers"]["x-request-id"]
     assert resp.headers["x-request-id"] == sent
+    # Counted as its own kind of request, and kept out of the generation latency histograms.
+    assert stack.router.metric("pdstack_router_requests_total", model="other", outcome="ok") >= 1
+    assert stack.router.metric("pdstack_router_e2e_seconds_count", model="other") == 0
 
 
 def test_forwarded_routes_share_the_generation_routes_errors(stack: Stack) -> None:

@@ -87,6 +87,8 @@ class OpenAIEndpoint:
         self.api = api
         self.path = path or ("/v1/chat/completions" if api == "chat" else "/v1/completions")
         self.validate = validate
+        # Latency histograms describe generation; a /tokenize call would only blur them.
+        self.generation = api in ("completions", "chat")
         self.handler = handler
         self.metrics = metrics
         self.auth = auth
@@ -177,7 +179,7 @@ class OpenAIEndpoint:
             ctype = (b"content-type", (outcome.content_type or "application/json").encode())
             ok = outcome.status < 400
             self._finish(req, "ok" if ok else "client_error", None)
-            if ok:
+            if ok and self.generation:
                 label = self.metrics.model_label(req.model)
                 self.metrics.e2e.labels(label).observe(time.monotonic() - req.arrived)
             await send_body(send, outcome.status, outcome.body, headers, ctype)
