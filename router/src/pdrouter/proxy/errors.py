@@ -157,7 +157,9 @@ def upstream_broken(engine: str, detail: str) -> RouterError:
     )
 
 
-def upstream_timeout(engine: str, what: str, spent: bool = True) -> RouterError:
+def upstream_timeout(engine: str, what: str) -> RouterError:
+    """A deadline passed while the engine had the request: it spent the time, so clients
+    should not repeat that on their own (x-should-retry: false)."""
     return RouterError(
         504,
         f"the engine timed out ({what})",
@@ -165,7 +167,7 @@ def upstream_timeout(engine: str, what: str, spent: bool = True) -> RouterError:
         code="timeout",
         phase="upstream",
         retryable=True,
-        spent=spent,
+        spent=True,
         detail=f"engine {engine} timed out ({what})",
     )
 
