@@ -129,21 +129,25 @@ def test_completion_stream_matches_non_stream(
     assert "".join(texts) == expected
 
 
-def test_n_sequences_through_pd_each_match_a_single_engine(
+def test_n_sequences_through_pd_match_a_single_engine(
     router: procs.ManagedProcess, healthy_pair: EnginePair
 ) -> None:
     """`n` > 1 reaches the decode only: the prefill runs one sequence (it would otherwise fan
-    out and hold KV for sequences nobody reads), and every sequence the decode generates from
-    the transferred KV is the one a single engine generates (greedy, so all n are equal)."""
+    out and hold KV for sequences nobody reads), and the n sequences the decode samples from
+    the transferred KV are the ones a single engine samples with the same seed."""
     prompt = unique_prompt(repeats=3)
+    sampling = {"max_tokens": 8, "n": 3, "temperature": 1.0, "seed": 1234}
     decisions_before = metric(router.url, DISAGGREGATED[0], **DISAGGREGATED[1])
-    resp = client(router.url).completions.create(
-        model=MODEL, prompt=prompt, max_tokens=8, n=3, temperature=0.0, extra_body=IGNORE_EOS
+    via_router = client(router.url).completions.create(
+        model=MODEL, prompt=prompt, extra_body=IGNORE_EOS, **sampling
     )
-    expected, _ = engine_completion(healthy_pair.prefill.url, prompt, 8)
-    assert sorted(c.index for c in resp.choices) == [0, 1, 2]
-    assert [c.text for c in resp.choices] == [expected] * 3
-    assert resp.usage is not None and resp.usage.completion_tokens == 3 * 8
+    direct = client(healthy_pair.prefill.url).completions.create(
+        model=MODEL, prompt=prompt, extra_body=IGNORE_EOS, **sampling
+    )
+    texts = [c.text for c in sorted(via_router.choices, key=lambda c: c.index)]
+    assert sorted(c.index for c in via_router.choices) == [0, 1, 2]
+    assert texts == [c.text for c in sorted(direct.choices, key=lambda c: c.index)]
+    assert via_router.usage is not None and via_router.usage.completion_tokens == 3 * 8
     assert metric(router.url, DISAGGREGATED[0], **DISAGGREGATED[1]) == decisions_before + 1
 
 
@@ -155,6 +159,7 @@ def test_n_sequences_through_pd_each_match_a_single_engine(
         ({"stream": True, "prompt_logprobs": 1}, "prompt_logprobs"),
         ({"logprobs": -2}, "logprobs"),
         ({"n": 0}, "n"),
+        ({"n": 2, "temperature": 0}, "n"),
     ],
 )
 def test_vllm_rules_the_router_checks_first_match_vllm(

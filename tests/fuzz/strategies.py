@@ -62,6 +62,7 @@ _SAMPLING = {
     "prompt_logprobs": small_ints | json_values,
     "logprob_token_ids": st.lists(st.integers(0, 9), max_size=2) | json_values,
     "echo": st.booleans(),
+    "temperature": st.sampled_from([0, 0.0, 1e-6, 0.7, 1]) | json_values,
 }
 
 _FIELDS = {
@@ -71,7 +72,6 @@ _FIELDS = {
     "max_tokens": token_limits,
     "max_completion_tokens": token_limits,
     "stream_options": st.fixed_dictionaries({"include_usage": st.booleans()}) | json_values,
-    "temperature": st.floats(allow_nan=False, allow_infinity=False) | json_values,
     "kv_transfer_params": json_values,
     "prompt": prompts,
     "messages": messages,

@@ -47,6 +47,9 @@ def _accepted_shape(api: str, payload: dict[str, Any], model: str, stream: bool)
         assert payload["min_tokens"] >= 0
         assert limit is None or payload["min_tokens"] <= limit
     assert not _int(payload.get("n")) or payload["n"] >= 1
+    temperature = payload.get("temperature")
+    if _int(payload.get("n")) and payload["n"] > 1 and isinstance(temperature, (int, float)):
+        assert isinstance(temperature, bool) or temperature >= 1e-5
     wants = bool(payload.get("logprobs")) if api == "chat" else payload.get("logprobs") is not None
     assert not payload.get("logprob_token_ids") or wants
     top = payload.get("top_logprobs")

@@ -137,6 +137,7 @@ INVARIANTS = [
     ("chat", {"max_completion_tokens": 2, "min_tokens": 3}, "min_tokens"),
     ("completions", {"min_tokens": -1}, "min_tokens"),
     ("completions", {"n": 0}, "n"),
+    ("chat", {"n": 2, "temperature": 0}, "n"),  # greedy sampling makes one sequence
     ("completions", {"logprobs": -2}, "logprobs"),
     ("chat", {"top_logprobs": 3}, "top_logprobs"),
     ("chat", {"logprobs": True, "top_logprobs": -5}, "top_logprobs"),

@@ -12,6 +12,8 @@ _TOKEN_LIMITS = ("max_tokens", "max_completion_tokens")
 # Longest `model` accepted: it is logged and, for served models, a metric label. Served model
 # names are far shorter (Hugging Face ids are under 100 characters).
 MAX_MODEL_CHARS = 256
+# vLLM samples greedily below this temperature (SamplingParams' _SAMPLING_EPS).
+_GREEDY_BELOW = 1e-5
 
 
 def parse_body(body: bytes) -> dict[str, Any]:
@@ -105,6 +107,9 @@ def check_engine_invariants(api: str, payload: dict[str, Any], stream: bool) -> 
     n = payload.get("n")
     if _is_int(n) and n < 1:
         raise bad_request(f"n must be at least 1, got {n}.", "invalid_n", "n")
+    temperature = payload.get("temperature")
+    if _is_int(n) and n > 1 and _number(temperature) and 0 <= temperature < _GREEDY_BELOW:
+        raise bad_request(f"n must be 1 when using greedy sampling, got {n}.", "invalid_n", "n")
     min_tokens = payload.get("min_tokens")
     if _is_int(min_tokens):
         limit = payload.get("max_completion_tokens") if api == "chat" else None
