@@ -45,6 +45,24 @@ def injected_error(spec: FaultSpec) -> web.Response:
     return resp
 
 
+async def recorded_json_body(
+    st: EngineState, request: web.Request, kind: str
+) -> dict[str, Any] | web.Response:
+    """A non-generation route's JSON object body, recorded in /admin/stats; an error response
+    (400, or 404 for a model not served) instead when it is not acceptable."""
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return error_response(400, "Invalid JSON body")
+    if not isinstance(body, dict):
+        return error_response(400, "request body must be a JSON object")
+    st.log.record(request.path, kind, request.headers, body)
+    model = body.get("model")
+    if model is not None and model not in st.knobs.models:
+        return error_response(404, f"The model `{model}` does not exist.", "model")
+    return body
+
+
 async def _sleep_until(when: float) -> None:
     """Tokens follow a fixed schedule, so a busy loop does not stretch the average ITL."""
     delay = when - asyncio.get_running_loop().time()

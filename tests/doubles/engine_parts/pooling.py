@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .inference import error_response, injected_error
+from .inference import error_response, injected_error, recorded_json_body
 from .state import EngineState
 from .textgen import detokenize, tokenize_text
 
@@ -36,16 +36,9 @@ class PoolingHandler:
         self.st = state
 
     async def _body(self, request: web.Request) -> dict[str, Any] | web.Response:
-        try:
-            body = orjson.loads(await request.read())
-        except orjson.JSONDecodeError:
-            return error_response(400, "Invalid JSON body")
-        if not isinstance(body, dict):
-            return error_response(400, "request body must be a JSON object")
-        self.st.log.record(request.path, "pooling", request.headers, body)
-        model = body.get("model")
-        if model is not None and model not in self.st.knobs.models:
-            return error_response(404, f"The model `{model}` does not exist.", "model")
+        body = await recorded_json_body(self.st, request, "pooling")
+        if isinstance(body, web.Response):
+            return body
         fault = self.st.board.for_request("plain", request.headers.get("X-Fault"))
         if "http_error" in fault:
             return injected_error(fault["http_error"])
