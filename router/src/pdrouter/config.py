@@ -303,8 +303,18 @@ class RouterSettings(BaseModel):
     decode_max_retries: int = Field(
         1, ge=0, description="Retries of a decode that failed before its first byte."
     )
-    pd_proxy_host: str = Field("0.0.0.0", description="LMCache: ZMQ PULL listen address.")
+    pd_proxy_host: str = Field(
+        "0.0.0.0",
+        description="LMCache: ZMQ PULL listen address (the chart binds the pod IP).",
+    )
     pd_proxy_port: int = Field(7500, ge=1, le=65535, description="LMCache: ZMQ PULL port.")
+    pd_proxy_max_message_bytes: int = Field(
+        4096,
+        ge=64,
+        le=1 << 20,
+        description="LMCache: largest ZMQ message accepted (a ProxyNotif is ~60 bytes); a peer "
+        "sending more is disconnected.",
+    )
     pd_kv_wait_timeout: float = Field(
         30.0, gt=0, description="LMCache: deadline for the prefiller's KV-ready notifications."
     )

@@ -13,6 +13,7 @@ from .faults import FAULT_MODES, parse_fault_list
 
 ROLES = ("both", "prefill", "decode")
 CHAT_DELTAS = ("content", "reasoning", "reasoning_content", "tool_calls")
+LMCACHE_PD_ROLES = ("", "sender", "receiver")
 FAILURE_POLICIES = ("fail", "recompute")
 
 
@@ -41,6 +42,9 @@ class Knobs:
     lmcache_proxy_host: str = "127.0.0.1"  # where the prefiller PUSHes ProxyNotif
     lmcache_proxy_port: int = 0  # 0 = not configured: no notifications are sent
     lmcache_notify_delay_ms: float = 0.0
+    # "sender": like an LMCache 0.5.6 PD prefiller, a generation request without disagg_spec
+    # kills the engine (500, then the process exits); "" or "receiver": no such check.
+    lmcache_pd_role: str = ""
     legacy_metrics: bool = False  # old names: vllm:gpu_cache_usage_perc, gpu_prefix_cache_*
     coalesce_chunks: bool = False  # itl 0: send a whole stream in one write (not engine-like)
     chat_delta: str = "content"  # what chat stream deltas carry (CHAT_DELTAS)
@@ -68,6 +72,8 @@ class Knobs:
             raise ValueError(f"role must be one of {ROLES}")
         if self.chat_delta not in CHAT_DELTAS:
             raise ValueError(f"chat_delta must be one of {CHAT_DELTAS}")
+        if self.lmcache_pd_role not in LMCACHE_PD_ROLES:
+            raise ValueError(f"lmcache_pd_role must be one of {LMCACHE_PD_ROLES}")
         if self.kv_load_failure_policy not in FAILURE_POLICIES:
             raise ValueError(f"kv_load_failure_policy must be one of {FAILURE_POLICIES}")
         if not self.models:
@@ -98,6 +104,8 @@ _HELP = {
     "kv_transfer_ms": "decode TTFT when the KV was pulled (instead of ttft_ms)",
     "lmcache_proxy_host": "where the prefiller PUSHes ProxyNotif",
     "lmcache_proxy_port": "0 = not configured: no notifications are sent",
+    "lmcache_pd_role": "sender: a generation request without disagg_spec kills the engine, "
+    "like an LMCache 0.5.6 PD prefiller",
     "legacy_metrics": "old names: vllm:gpu_cache_usage_perc, gpu_prefix_cache_*",
     "coalesce_chunks": "itl 0: send a whole stream in one write (not engine-like)",
     "chat_delta": "chat stream deltas carry content, reasoning, reasoning_content or tool_calls",

@@ -19,6 +19,7 @@ from pdrouter.config import (
 from pdrouter.discovery.base import Discovery
 from pdrouter.discovery.endpoint import Endpoint
 from pdrouter.discovery.static import StaticDiscovery, parse_static_endpoints
+from pdrouter.pd.transports import prefill_is_exclusive
 from pdrouter.proxy.aggregated import AggregatedProxy
 from pdrouter.proxy.client import EngineClient, UpstreamClient
 from pdrouter.proxy.tls import engine_ssl_context
@@ -201,7 +202,12 @@ def build_state(
         auth=auth,
         admin_auth=ApiKeyCheck(_keys_from_env(settings.admin_api_key_env, "--admin-api-key-env")),
         aggregated=AggregatedProxy(
-            pool, build_logic(settings), client, metrics, settings.non_stream_timeout
+            pool,
+            build_logic(settings),
+            client,
+            metrics,
+            non_stream_timeout=settings.non_stream_timeout,
+            exclusive_prefill=prefill_is_exclusive(settings),
         ),
         scrape=follower is None,
     )

@@ -35,7 +35,13 @@ from pdrouter.proxy.client import (
     EngineTimeout,
 )
 from pdrouter.proxy.context import ClientRequest
-from pdrouter.proxy.errors import BUSY_STATUSES, RouterError, engine_answer, not_found_model
+from pdrouter.proxy.errors import (
+    BUSY_STATUSES,
+    RouterError,
+    bad_request,
+    engine_answer,
+    not_found_model,
+)
 from pdrouter.proxy.outcome import BodyOutcome, Outcome, StreamOutcome
 from pdrouter.proxy.tracking import EngineCall
 from pdrouter.proxy.upstream import (
@@ -51,8 +57,10 @@ from pdrouter.scheduling.pd import (
     PdScheduler,
     PdUnavailable,
     PrefillDecodePlan,
+    decode_candidates,
     pick_decode,
     pick_prefill,
+    prefill_candidates,
 )
 from pdrouter.stats.engine_state import EnginePool, EngineState
 from pdrouter.stats.router_metrics import RouterMetrics
@@ -139,25 +147,34 @@ class PdOrchestrator:
             fallback_aggregated=settings.pd_fallback is PdFallback.AGGREGATED,
             prefix=self.prefix,
             sessions=SessionAffinity() if settings.pd_session_affinity else None,
+            exclusive_prefill=transport.exclusive_prefill,
         )
         # Direct and fallback requests run like aggregated ones, on the planned engine.
-        self.direct = AggregatedProxy(pool, _Fixed(), client, metrics, settings.non_stream_timeout)
+        self.direct = AggregatedProxy(
+            pool, _Fixed(), client, metrics, non_stream_timeout=settings.non_stream_timeout
+        )
         self.non_stream_timeout = self.direct.non_stream_timeout
 
     async def handle(self, req: ClientRequest) -> Outcome:
         engines = self.pool.for_model(req.model)
         if not engines:
             raise not_found_model(req.model)
+        # The one decision "PD or one engine" besides the scheduler's: the transport's own
+        # limits first (they may refuse a field), then what no transport can split.
+        unsupported = self.transport.unsupported(req) or direct_only(req)
+        if unsupported is not None and not unsupported.direct:
+            raise bad_request(
+                f"{unsupported.field}: {unsupported.reason}", "unsupported_field", unsupported.field
+            )
         try:
             plan = self.scheduler.plan(engines, req.features)
         except PdUnavailable as exc:
             raise pd_errors.unavailable(exc.phase, str(exc)) from None
+        if unsupported is not None and plan.decision is PdDecision.DISAGGREGATED:
+            log.debug("request %s runs direct: %s", req.request_id, unsupported.reason)
+            plan = PrefillDecodePlan(PdDecision.DIRECT, plan.decode)
         if plan.decision is not PdDecision.DISAGGREGATED:
             self.metrics.pd_decisions.labels(req.model, plan.decision.value).inc()
-            return await self._direct(plan.decode, req)
-        if (why := direct_only(req.api, req.payload)) is not None:
-            log.debug("request %s runs on one engine: %s", req.request_id, why)
-            self.metrics.pd_decisions.labels(req.model, PdDecision.DIRECT.value).inc()
             return await self._direct(plan.decode, req)
 
         result = await self._prefill_phase(req, plan, engines)
@@ -166,11 +183,7 @@ class PdOrchestrator:
         decode = plan.decode
         if result is not None and not self.transport.decoder_bound_at_prefill:
             # The prefill may have taken a while: pick the decoder with fresh load figures.
-            decoders = [
-                s
-                for s in engines
-                if s.endpoint.role.can_decode and s.routable and s.id != result.engine.id
-            ]
+            decoders = decode_candidates(engines, {result.engine.id})
             if decoders and self.scheduler.sessions is None:
                 decode = pick_decode(decoders)
         return await self._decode_phase(req, result, decode, engines)
@@ -228,11 +241,8 @@ class PdOrchestrator:
             log.warning("request %s: %s", req.request_id, last)
             others = [
                 s
-                for s in engines
-                if s.endpoint.role.can_prefill
-                and s.routable
-                and s.id not in tried
-                and (s.id != plan.decode.id or not s.endpoint.role.can_decode)
+                for s in prefill_candidates(engines, self.transport.exclusive_prefill, tried)
+                if s.id != plan.decode.id or not s.endpoint.role.can_decode
             ]
             if not others or attempt + 1 >= attempts:
                 break
@@ -313,6 +323,8 @@ class PdOrchestrator:
     ) -> Outcome:
         handoff_from = time.monotonic()
         dreq = self.transport.decode_request(req, result, decode)
+        if dreq.answer is not None:  # the prefill's first token ended the answer
+            return dreq.answer
         retryable = result is None or self.transport.decode_retryable
         attempts = 1 + (self.settings.decode_max_retries if retryable else 0)
         tried: set[str] = set()
@@ -332,11 +344,7 @@ class PdOrchestrator:
                     raise pd_errors.timed_out("decode", exc.public, str(exc)) from None
                 last = exc
                 log.warning("request %s: %s", req.request_id, exc)
-            others = [
-                s
-                for s in engines
-                if s.endpoint.role.can_decode and s.routable and s.id not in tried
-            ]
+            others = decode_candidates(engines, tried)
             if not others or attempt + 1 >= attempts:
                 break
             decode = pick_decode(others)

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pdrouter.pd.transports.base import Unsupported
+from pdrouter.proxy.context import ClientRequest
+
 # Output-side fields the prefill does without (the decode leg keeps them), and the fields that
 # conflict with a one-token, non-streaming request (vLLM answers 400 otherwise).
 _PREFILL_DROPS = (
@@ -53,24 +56,26 @@ def prefill_fields(payload: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def direct_only(api: str, payload: dict[str, Any]) -> str | None:
-    """Why a request must run on one engine, or None when it can be disaggregated.
+def direct_only(req: ClientRequest) -> Unsupported | None:
+    """The field that makes any transport run `req` on one engine, or None.
 
     Prompt log-probabilities need the prompt's logits, which a decoder that received the KV
     never computes; beam search runs its beams as separate engine requests, each of which would
     try to load the same transferred KV; and a field the prefill does not carry, given in a type
     only the engine knows how to read, would be judged after the prefill ran.
     """
+    payload = req.payload
     if payload.get("prompt_logprobs") is not None:
-        return "prompt_logprobs"
+        return Unsupported("prompt_logprobs", "the decoder never computes the prompt's logits")
     if payload.get("use_beam_search"):
-        return "use_beam_search"
-    if api == "completions" and payload.get("echo") and payload.get("logprobs") is not None:
-        return "echo with logprobs"  # vLLM computes the prompt's logprobs for it
+        return Unsupported("use_beam_search", "every beam would load the same transferred KV")
+    if req.api == "completions" and payload.get("echo") and payload.get("logprobs") is not None:
+        return Unsupported("echo", "echo with logprobs needs the prompt's logits")
     for name, types in _PLAIN_TYPES.items():
         value = payload.get(name)
         if value is None:
             continue
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            return f"{name} of type {type(value).__name__}"  # let the one engine judge it
+            # let the one engine judge it
+            return Unsupported(name, f"{name} of type {type(value).__name__}")
     return None

@@ -42,14 +42,17 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 2
 
 
-def serving_candidates(pool: EnginePool, model: str) -> list[EngineState]:
-    """Routable engines for a model; in aggregated mode, decode-capable ones first."""
+def serving_candidates(
+    pool: EnginePool, model: str, exclusive_prefill: bool = False
+) -> list[EngineState]:
+    """Routable engines for a model; decode-capable ones first. With `exclusive_prefill` (the
+    KV transport's prefill engines take nothing but its prefill leg) never a prefill engine."""
     engines = pool.for_model(model)
     if not engines:
         raise not_found_model(model)
     routable = [s for s in engines if s.routable]
     decoders = [s for s in routable if s.endpoint.role.can_decode]
-    return decoders or routable
+    return decoders if exclusive_prefill else decoders or routable
 
 
 class AggregatedProxy:
@@ -62,6 +65,7 @@ class AggregatedProxy:
         client: EngineClient,
         metrics: RouterMetrics,
         non_stream_timeout: float | None = None,
+        exclusive_prefill: bool = False,
     ) -> None:
         self.pool = pool
         self.logic = logic
@@ -70,9 +74,10 @@ class AggregatedProxy:
         # vLLM sends a non-streamed answer's headers only with its last byte, so that answer
         # gets its own deadline rather than the first-byte one.
         self.non_stream_timeout = non_stream_timeout or client.first_byte_timeout
+        self.exclusive_prefill = exclusive_prefill
 
     async def handle(self, req: ClientRequest) -> Outcome:
-        candidates = serving_candidates(self.pool, req.model)
+        candidates = serving_candidates(self.pool, req.model, self.exclusive_prefill)
         tried: set[str] = set()
         last_error: RouterError | None = None
         for attempt in range(MAX_ATTEMPTS):

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import enum
 import itertools
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 
+from pdrouter.discovery.endpoint import Role
 from pdrouter.scheduling.hashing import chunk_hashes
 from pdrouter.scheduling.logic import PrefixAffinity, SessionAffinity, pick_min
 from pdrouter.scheduling.request import RequestFeatures
@@ -38,6 +39,28 @@ class PdUnavailable(Exception):
     def __init__(self, phase: str, message: str) -> None:
         super().__init__(message)
         self.phase = phase
+
+
+def prefill_candidates(
+    engines: Sequence[EngineState], exclusive: bool, exclude: Set[str] = frozenset()
+) -> list[EngineState]:
+    """Routable engines that may run a prefill leg. An exclusive transport's prefill engines
+    are the engines of role prefill only (to it, a "both" engine is a plain engine)."""
+    return [
+        s
+        for s in engines
+        if s.routable
+        and s.id not in exclude
+        and (s.endpoint.role is Role.PREFILL if exclusive else s.endpoint.role.can_prefill)
+    ]
+
+
+def decode_candidates(
+    engines: Sequence[EngineState], exclude: Set[str] = frozenset()
+) -> list[EngineState]:
+    """Routable engines that may be sent a client's request as it is (decode, direct, fallback,
+    recompute): never an engine of role prefill."""
+    return [s for s in engines if s.endpoint.role.can_decode and s.routable and s.id not in exclude]
 
 
 # Separate rotations per decision, so one pick's turns never align with another's.
@@ -87,6 +110,8 @@ class PdScheduler:
     fallback_aggregated: bool = False
     prefix: PrefixAffinity | None = None
     sessions: SessionAffinity | None = None
+    # The transport's prefill engines take only its prefill leg (see KvTransport).
+    exclusive_prefill: bool = False
 
     def plan(
         self,
@@ -94,12 +119,8 @@ class PdScheduler:
         request: RequestFeatures,
         exclude: frozenset[str] = frozenset(),
     ) -> PrefillDecodePlan:
-        prefillers = [
-            s for s in engines if s.endpoint.role.can_prefill and s.routable and s.id not in exclude
-        ]
-        decoders = [
-            s for s in engines if s.endpoint.role.can_decode and s.routable and s.id not in exclude
-        ]
+        prefillers = prefill_candidates(engines, self.exclusive_prefill, exclude)
+        decoders = decode_candidates(engines, exclude)
         if not decoders:
             raise PdUnavailable("decode", f"no healthy decode engine for model {request.model!r}")
 
