@@ -255,3 +255,16 @@ def test_a_clients_kv_transfer_params_are_refused(lm: tuple[FakeEngine, FakeEngi
     assert resp.status_code == 400
     assert "kv_transfer_params" in resp.json()["error"]["message"]
     assert generation_bodies(p) == [] and generation_bodies(d) == []
+
+
+@pytest.mark.parametrize("fields", [{"use_beam_search": True}, {"min_tokens": "2"}])
+def test_what_no_transport_can_split_runs_on_the_decoder(
+    lm: tuple[FakeEngine, FakeEngine, str], fields: dict[str, Any]
+) -> None:
+    """The rules every transport shares (beam search; a field in a type only the engine reads)
+    apply after LMCache's own capability check: the request runs on the decoder alone."""
+    p, d, url = lm
+    post(url, "/v1/completions", {"prompt": LONG, "max_tokens": 4, **fields})
+    assert generation_bodies(p) == []
+    (decode,) = generation_bodies(d)
+    assert decode["prompt"] == LONG and "kv_transfer_params" not in decode
