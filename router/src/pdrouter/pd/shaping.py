@@ -1,10 +1,12 @@
 """What the prefill leg of a disaggregated request carries, and which requests cannot be split.
 
-The prefill computes the prompt's KV and one token whose text is thrown away. Fields that only
-shape the output must not reach it: vLLM fans `n` out into n prefills of which only one hands
-its `kv_transfer_params` back (the others hold KV blocks until their lease ends), and log-
-probabilities over the whole vocabulary (`logprobs: -1`) or over the prompt cost real work. The
-decode leg gets the client's request unchanged, so the client still gets what it asked for.
+NIXL and fixed-peer PD (LMCache builds its legs in lmcache_shape.py; `direct_only` applies to
+every transport, after its capability check): the prefill computes the prompt's KV and one token
+whose text is thrown away. Fields that only shape the output must not reach it: vLLM fans `n`
+out into n prefills of which only one hands its `kv_transfer_params` back (the others hold KV
+blocks until their lease ends), and log-probabilities over the whole vocabulary
+(`logprobs: -1`) or over the prompt cost real work. The decode leg gets the client's request
+unchanged, so the client still gets what it asked for.
 """
 
 from __future__ import annotations
