@@ -134,7 +134,9 @@ def test_aggregated_routing_never_picks_a_sender(fake_engine_factory: Any, logic
     (tokenizing, pooling) reach the sender; the client learns that no engine can serve."""
     p = fake_engine_factory(role="prefill", lmcache_pd_role="sender")
     args = [*static_args([p], roles=["prefill"]), "--routing-logic", logic]
-    with RouterProcess([*args, "--kv-transport", "lmcache"]).start(wait_ready=False) as router:
+    args += ["--kv-transport", "lmcache", "--pd-proxy-host", "127.0.0.1"]
+    args += ["--pd-proxy-port", str(free_port())]  # PD mode binds the ZMQ listener
+    with RouterProcess(args).start(wait_ready=False) as router:
         resp = post(router.url, "/v1/completions", {"prompt": LONG, "max_tokens": 4})
         assert resp.status_code == 503, resp.text
         assert resp.json()["error"]["code"] in ("no_ready_engine", "decode_unavailable")
