@@ -1,9 +1,11 @@
 """Build the GPU check's tiny model offline: the project's tiny-model tokenizer (trained on
-vLLM's own sources, scripts/engines/build_tiny_model.py) with a 2-layer random-weight Llama of
-hidden size 256 (head size 64, which FlashAttention 3 on Hopper serves) and 8192 positions (the
-chart's --max-model-len). Deterministic; a finished build returns at once.
+vLLM's own sources, scripts/engines/build_tiny_model.py) with a 2-layer random-weight Llama whose
+attention has the shape of Llama-3.1-8B's (32 query heads, 8 KV heads of size 128) and 8192
+positions (the chart's --max-model-len). Deterministic; a finished build returns at once.
 
-    python3 scripts/gpu/gpu_model.py OUT_DIR
+Runs 1 and 2 used hidden 256 with the CPU model's attention (2 KV heads of size 32); run 3 used
+this shape to rule out a layout misread by LMCache on unusual head sizes (it was not the cause:
+see docs/real-engines.md, "GPU runs 2 and 3").
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engines"))
 import build_tiny_model as cpu_model
 
-RECIPE = cpu_model.RECIPE + " | gpu: hidden 256, intermediate 512, 8192 positions"
+RECIPE = cpu_model.RECIPE + " | gpu: hidden 4096, 32 heads, 8 kv heads of 128, 8192 positions"
 
 
 def main(out: Path) -> int:
@@ -34,7 +36,8 @@ def main(out: Path) -> int:
     try:
         cpu_model.build(tmp)  # tokenizer, chat template and a small model we replace
         cfg = LlamaConfig.from_pretrained(tmp)
-        cfg.hidden_size, cfg.intermediate_size, cfg.max_position_embeddings = 256, 512, 8192
+        cfg.hidden_size, cfg.intermediate_size, cfg.max_position_embeddings = 4096, 4096, 8192
+        cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim = 32, 8, 128
         torch.manual_seed(0)
         LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(tmp)
         marker_tmp = tmp / cpu_model.MARKER

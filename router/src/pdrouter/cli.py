@@ -19,6 +19,7 @@ from pdrouter.config import (
     load_settings,
     settings_as_env,
 )
+from pdrouter.logsafe import EscapingFormatter
 from pdrouter.tracing.logs import TraceIdFilter
 
 
@@ -42,8 +43,8 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry).decode()
 
 
-class TextFormatter(logging.Formatter):
-    """Plain lines; a line logged for a traced request ends with its trace id."""
+class TextFormatter(EscapingFormatter):
+    """Plain lines (controls escaped); a line logged for a traced request ends with its trace id."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -130,7 +130,9 @@ class RequestTracer:
             attributes={"http.request.method": "POST", "http.route": req.path, **attributes},
             start_time=_wall_ns(req.arrived),
         )
-        root.set_attribute("pdstack.request.id", req.request_id)
+        root.set_attribute("pdstack.request.id", req.request_id)  # the id engines are sent
+        if req.client_request_id:
+            root.set_attribute("pdstack.client_request.id", req.client_request_id)
         current_trace_id.set(format(root.get_span_context().trace_id, "032x"))
         forward.pop("tracestate", None)
         _PROPAGATOR.inject(forward, context=set_span_in_context(root))
