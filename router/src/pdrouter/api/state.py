@@ -36,6 +36,8 @@ from pdrouter.stats.breaker import BreakerPolicy, CircuitBreaker
 from pdrouter.stats.engine_state import EnginePool, EngineState
 from pdrouter.stats.router_metrics import RouterMetrics
 from pdrouter.stats.scraper import EngineScraper, ProbeSettings
+from pdrouter.tracing.provider import Tracing, build_tracing
+from pdrouter.tracing.target import export_target
 
 log = logging.getLogger(__name__)
 _FORGET_RETRY_S = 1.0
@@ -76,6 +78,7 @@ class AppState:
     admin_auth: ApiKeyCheck  # /engines and /metrics
     aggregated: AggregatedProxy
     scrape: bool = True  # False in a worker: the control plane scrapes for all workers
+    tracing: Tracing | None = None  # None: tracing is off
 
     @property
     def pd_mode(self) -> bool:
@@ -192,6 +195,7 @@ def build_state(
     metrics = RouterMetrics(pool, settings.request_stats_window)
     client = build_client(settings)
     auth = ApiKeyCheck(_keys_from_env(settings.api_key_env), engine_api_key(settings))
+    target = export_target(settings.otlp_traces_endpoint, os.environ)
     return AppState(
         settings=settings,
         pool=pool,
@@ -210,6 +214,7 @@ def build_state(
             exclusive_prefill=prefill_is_exclusive(settings),
         ),
         scrape=follower is None,
+        tracing=build_tracing(target) if target is not None else None,
     )
 
 
