@@ -11,8 +11,8 @@ MODE ?= pd
 ROUTER_CORES ?= 4
 BENCH_ROUTER_FLAGS ?=
 
-.PHONY: help setup lint test test-unit test-e2e test-faults test-fuzz test-docs test-cluster chart-test tools \
-        engines engines-vllm engines-sim cluster-build cluster-up cluster-down demo \
+.PHONY: help setup lint test test-unit test-e2e test-faults test-fuzz test-docs test-tracing test-cluster \
+        chart-test tools engines engines-vllm engines-sim collector cluster-build cluster-up cluster-down demo \
         bench bench-fake bench-router soak image clean
 
 help: ## List the targets
@@ -44,20 +44,26 @@ engines-vllm:
 engines-sim:
 	bash scripts/engines/install-llmd-sim.sh
 
+collector: ## Build the OpenTelemetry Collector the tracing tests send spans to (cached)
+	bash scripts/install-otelcol.sh
+
 test: $(STAMP) ## Everything CI runs: lint, unit, integration, faults, chart, cluster and e2e tests
-	@echo "==> installing test tools, engines and the control plane in parallel (cached after the first run)"
-	$(MAKE) --no-print-directory -j4 -Oline tools engines-vllm engines-sim cluster-build
+	@echo "==> installing test tools, engines, the collector and the control plane in parallel (cached after the first run)"
+	$(MAKE) --no-print-directory -j5 -Oline tools engines-vllm engines-sim collector cluster-build
 	$(MAKE) --no-print-directory lint
 	$(PYTEST) -q -p no:cacheprovider
 
-test-unit: $(STAMP) ## Unit and integration tests that need no real engines or helm
-	$(PYTEST) -q -m "not e2e and not chart"
+test-unit: $(STAMP) ## Unit and integration tests that need no real engines, helm or collector
+	$(PYTEST) -q -m "not e2e and not chart and not tracing"
 
-test-e2e: $(STAMP) engines ## End-to-end tests with real CPU vLLM engines and the llm-d simulator
+test-e2e: $(STAMP) engines collector ## End-to-end tests with real CPU vLLM engines and the llm-d simulator
 	$(PYTEST) -q -m e2e
 
 test-faults: $(STAMP) ## The fault-injection matrix against a real router process
 	$(PYTEST) -q -m faults
+
+test-tracing: $(STAMP) collector ## Tracing through a real router and OpenTelemetry Collector
+	$(PYTEST) -q -m "tracing and not e2e"
 
 test-fuzz: $(STAMP) ## Property, fuzz and schemathesis tests of request handling
 	$(PYTEST) -q tests/fuzz
@@ -104,7 +110,7 @@ bench-fake: $(STAMP) ## Multi-round QA through the router over fast test engines
 	$(PY) benchmarks/multi-round-qa/local_stack.py --qps 2,4,8 --duration 20 \
 	  -- --users 16 --rounds 4 --slo-ttft-ms 200 --slo-itl-ms 20
 
-bench-router: $(STAMP) ## Router overhead table, pdstack vs vllm-router (BENCH_ROUTER_FLAGS=--quick)
+bench-router: $(STAMP) ## Router overhead table, pdstack vs vllm-router (BENCH_ROUTER_FLAGS=--quick, --tracing)
 	$(PY) -m benchmarks.router.bench_router --router-cores $(ROUTER_CORES) $(BENCH_ROUTER_FLAGS)
 
 soak: $(STAMP) ## Long mixed load with injected faults; reports RSS and descriptors

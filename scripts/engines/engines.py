@@ -72,11 +72,13 @@ def start_vllm(
     log_path: Path,
     model: Path = TINY_MODEL,
     extra_args: tuple[str, ...] = (),
+    otlp_endpoint: str | None = None,
 ) -> ManagedProcess:
     """Start one `vllm serve` for `role` on `port`, its compute pinned to `core`.
 
     Returns at once; call `.wait_ready()` (polls /health) and `.stop()` (stops the process
-    group). The engine serves the model as `tiny` and listens on loopback only.
+    group). The engine serves the model as `tiny` and listens on loopback only. With
+    `otlp_endpoint` (an OTLP/gRPC URL) it exports a span per request, as service `vllm-<role>`.
     """
     argv = [
         str(VLLM_VENV / "bin" / "vllm"),
@@ -98,6 +100,8 @@ def start_vllm(
     config = kv_transfer_config(role)
     if config is not None:
         argv += ["--kv-transfer-config", json.dumps(config)]
+    if otlp_endpoint is not None:
+        argv += ["--otlp-traces-endpoint", otlp_endpoint]
     env = {
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
@@ -115,6 +119,9 @@ def start_vllm(
             p for p in (str(HERE / "pyhooks"), os.environ.get("PYTHONPATH", "")) if p
         ),
     }
+    if otlp_endpoint is not None:
+        # Spans leave in batches every 5 s by default; tests and the demo want them sooner.
+        env |= {"OTEL_SERVICE_NAME": f"vllm-{role}", "OTEL_BSP_SCHEDULE_DELAY": "200"}
     return ManagedProcess(
         name=f"vllm-{role}:{port}", argv=argv, log_path=log_path, port=port, env=env
     ).start()

@@ -22,6 +22,7 @@ class EngineSlot:
     side_channel_port: int
     log_path: Path
     process: procs.ManagedProcess | None = None
+    otlp_endpoint: str | None = None  # where the engine exports its spans (the session collector)
 
     @property
     def url(self) -> str:
@@ -31,7 +32,12 @@ class EngineSlot:
     def start(self) -> None:
         """Start the engine (returns before it is ready)."""
         self.process = engines.start_vllm(
-            self.role, self.port, self.core, self.side_channel_port, self.log_path
+            self.role,
+            self.port,
+            self.core,
+            self.side_channel_port,
+            self.log_path,
+            otlp_endpoint=self.otlp_endpoint,
         )
 
     def wait_ready(self) -> float:

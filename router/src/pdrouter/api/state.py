@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from dataclasses import dataclass
@@ -35,8 +36,11 @@ from pdrouter.stats.breaker import BreakerPolicy, CircuitBreaker
 from pdrouter.stats.engine_state import EnginePool, EngineState
 from pdrouter.stats.router_metrics import RouterMetrics
 from pdrouter.stats.scraper import EngineScraper, ProbeSettings
+from pdrouter.tracing.provider import Tracing, build_tracing
+from pdrouter.tracing.target import export_target
 
 log = logging.getLogger(__name__)
+_FORGET_RETRY_S = 1.0
 
 
 def _keys_from_env(name: str, flag: str = "--api-key-env") -> list[str]:
@@ -74,6 +78,7 @@ class AppState:
     admin_auth: ApiKeyCheck  # /engines and /metrics
     aggregated: AggregatedProxy
     scrape: bool = True  # False in a worker: the control plane scrapes for all workers
+    tracing: Tracing | None = None  # None: tracing is off
 
     @property
     def pd_mode(self) -> bool:
@@ -190,6 +195,7 @@ def build_state(
     metrics = RouterMetrics(pool, settings.request_stats_window)
     client = build_client(settings)
     auth = ApiKeyCheck(_keys_from_env(settings.api_key_env), engine_api_key(settings))
+    target = export_target(settings.otlp_traces_endpoint, os.environ)
     return AppState(
         settings=settings,
         pool=pool,
@@ -200,10 +206,33 @@ def build_state(
         auth=auth,
         admin_auth=ApiKeyCheck(_keys_from_env(settings.admin_api_key_env, "--admin-api-key-env")),
         aggregated=AggregatedProxy(
-            pool, build_logic(settings), client, metrics, prefill_is_exclusive(settings)
+            pool,
+            build_logic(settings),
+            client,
+            metrics,
+            non_stream_timeout=settings.non_stream_timeout,
+            exclusive_prefill=prefill_is_exclusive(settings),
         ),
         scrape=follower is None,
+        tracing=build_tracing(target) if target is not None else None,
     )
+
+
+def _forget_when_idle(state: AppState, engine: EngineState) -> None:
+    """Drop a departed engine's labelled series once its last request ended (ending one would
+    create them again), unless an engine of the same name joined meanwhile."""
+    name = engine.endpoint.display_name
+    if any(o.endpoint.display_name == name for o in state.pool.all()):
+        return
+    if engine.in_flight > 0:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: nothing can still be in flight on it
+            state.metrics.forget_engine(name)
+            return
+        loop.call_later(_FORGET_RETRY_S, _forget_when_idle, state, engine)
+        return
+    state.metrics.forget_engine(name)
 
 
 def on_endpoints(state: AppState) -> object:
@@ -218,6 +247,7 @@ def on_endpoints(state: AppState) -> object:
             )
         for s in removed:
             log.info("engine removed: %s", s.endpoint.display_name)
+            _forget_when_idle(state, s)
         if added:
             state.scraper.poke()
 

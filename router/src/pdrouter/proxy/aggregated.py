@@ -13,9 +13,12 @@ from pdrouter.proxy.client import (
 )
 from pdrouter.proxy.context import ClientRequest
 from pdrouter.proxy.errors import (
+    BUSY_STATUSES,
     RouterError,
+    engine_answer,
     no_engine,
     not_found_model,
+    upstream_broken,
     upstream_failed,
     upstream_timeout,
     upstream_unreachable,
@@ -61,12 +64,16 @@ class AggregatedProxy:
         logic: RoutingLogic,
         client: EngineClient,
         metrics: RouterMetrics,
+        non_stream_timeout: float | None = None,
         exclusive_prefill: bool = False,
     ) -> None:
         self.pool = pool
         self.logic = logic
         self.client = client
         self.metrics = metrics
+        # vLLM sends a non-streamed answer's headers only with its last byte, so that answer
+        # gets its own deadline rather than the first-byte one.
+        self.non_stream_timeout = non_stream_timeout or client.first_byte_timeout
         self.exclusive_prefill = exclusive_prefill
 
     async def handle(self, req: ClientRequest) -> Outcome:
@@ -81,17 +88,22 @@ class AggregatedProxy:
             # dead engine does not shift a round-robin cycle onto itself.
             engine = self.logic.pick(pool, req.features) if not attempt else least_loaded(pool)
             tried.add(engine.id)
+            if req.trace is not None:
+                reason = type(self.logic).__name__ if not attempt else "retry_least_loaded"
+                req.trace.scheduled("aggregated", reason, {"engine": pool}, {"engine": engine})
             if attempt:
                 self.metrics.retries.labels("aggregated").inc()
             try:
                 return await self.send(engine, req)
             except Retryable as exc:
                 last_error = exc.error
+                if req.trace is not None:
+                    req.trace.fail_leg(exc.error.message)
                 log.warning(
                     "request %s: engine %s failed before any byte (%s); %s",
                     req.request_id,
                     engine.endpoint.display_name,
-                    exc.error.message,
+                    exc.error.detail,
                     "retrying on another engine" if attempt + 1 < MAX_ATTEMPTS else "giving up",
                 )
         if last_error is not None:
@@ -102,11 +114,15 @@ class AggregatedProxy:
         """Run the request on one engine; raises Retryable if nothing reached the client."""
         call = EngineCall(engine, self.metrics, "aggregated")
         name = engine.endpoint.display_name
+        deadline = self.client.first_byte_timeout if req.stream else self.non_stream_timeout
+        if req.trace is not None:
+            req.trace.open_leg("aggregated", engine)
         try:
             resp = await self.client.post(
                 engine.endpoint.url + req.path,
                 req.body,
-                engine_headers(req.forward_headers, req.request_id),
+                engine_headers(req.forward_headers, req.request_id, req.trace),
+                first_byte_timeout=deadline,
             )
         except EngineConnectError as exc:
             call.close("error", engine_fault=True)
@@ -121,13 +137,20 @@ class AggregatedProxy:
             call.close("cancelled")
             raise
 
+        if req.trace is not None:
+            req.trace.leg_status(resp.status)
         try:
+            if resp.status in BUSY_STATUSES:  # busy: another engine may take it
+                raw = await resp.read(self.client.idle_timeout)
+                call.close("error", engine_fault=resp.status >= 500)
+                retry_after = resp.headers.get("retry-after")
+                raise Retryable(engine_answer(resp.status, raw, retry_after, engine=name))
             if resp.status >= 500:
                 detail = error_detail(await resp.read(self.client.idle_timeout))
                 call.close("error", engine_fault=True)
                 raise Retryable(upstream_failed(name, resp.status, detail))
             if resp.status >= 400 or not req.stream:
-                remaining = self.client.first_byte_timeout - (time.monotonic() - call.started)
+                remaining = deadline - (time.monotonic() - call.started)
                 body = await resp.read(max(remaining, 1.0))
                 ok = resp.status < 400
                 if ok and not is_json_object(body):
@@ -139,7 +162,7 @@ class AggregatedProxy:
             call.close("error", engine_fault=True)
             if isinstance(exc, EngineTimeout):
                 raise upstream_timeout(name, exc.what) from None
-            raise upstream_failed(name, resp.status, str(exc)) from None
+            raise upstream_broken(name, str(exc)) from None
         except BaseException:
             call.close("cancelled")
             resp.release()

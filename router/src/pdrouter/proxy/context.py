@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pdrouter.scheduling.request import RequestFeatures
+
+if TYPE_CHECKING:
+    from pdrouter.tracing.spans import RequestTrace
 
 
 @dataclass(slots=True)
@@ -19,9 +22,11 @@ class ClientRequest:
     payload: dict[str, Any]
     model: str
     stream: bool
-    request_id: str
+    request_id: str  # the router's id, sent to engines (X-Request-Id) and logged
     forward_headers: dict[str, str]
     features: RequestFeatures
     arrived: float
     include_usage: bool = False
+    client_request_id: str | None = None  # the client's X-Request-Id: echoed and logged
     tags: dict[str, str] = field(default_factory=dict)
+    trace: RequestTrace | None = None  # None unless tracing is on and sampled this request

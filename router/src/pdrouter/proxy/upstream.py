@@ -4,37 +4,35 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 import orjson
 
 from pdrouter.proxy.client import EngineBrokenStream, EngineResponse, EngineTimeout
 from pdrouter.proxy.context import ClientRequest
-from pdrouter.proxy.errors import RouterError, upstream_truncated
+from pdrouter.proxy.errors import RouterError, engine_message, upstream_truncated
 from pdrouter.proxy.rawclient import RawResponse
 from pdrouter.proxy.relay import PushRelay, StreamClock, stream_failure
 from pdrouter.proxy.tracking import EngineCall
 from pdrouter.stats.router_metrics import RouterMetrics
 
+if TYPE_CHECKING:
+    from pdrouter.tracing.spans import RequestTrace
 
-def engine_headers(forward: dict[str, str], request_id: str) -> dict[str, str]:
+
+def engine_headers(
+    forward: dict[str, str], request_id: str, trace: RequestTrace | None = None
+) -> dict[str, str]:
     headers = {"content-type": "application/json", "x-request-id": request_id}
     headers.update(forward)
+    if trace is not None:
+        trace.inject(headers)  # the engine's spans become children of this leg's span
     return headers
 
 
 def error_detail(body: bytes) -> str:
     """The message inside an engine's error body, or a short prefix of the raw body."""
-    try:
-        data = orjson.loads(body)
-        if isinstance(data, dict):
-            err = data.get("error", data)
-            if isinstance(err, dict) and "message" in err:
-                return str(err["message"])[:500]
-            if "message" in data:
-                return str(data["message"])[:500]
-    except orjson.JSONDecodeError:
-        pass
-    return body[:200].decode("utf-8", "replace")
+    return engine_message(body)
 
 
 def is_json_object(body: bytes) -> bool:

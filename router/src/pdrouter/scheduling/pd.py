@@ -31,6 +31,7 @@ class PrefillDecodePlan:
     decision: PdDecision
     decode: EngineState
     prefill: EngineState | None = None
+    reason: str = ""  # why these engines (for traces): short_prompt, no_prefill_engine, ...
 
 
 class PdUnavailable(Exception):
@@ -125,22 +126,26 @@ class PdScheduler:
             raise PdUnavailable("decode", f"no healthy decode engine for model {request.model!r}")
 
         if self.min_prompt_tokens and request.estimated_tokens < self.min_prompt_tokens:
-            return PrefillDecodePlan(PdDecision.DIRECT, self._decode(decoders, request))
+            return PrefillDecodePlan(
+                PdDecision.DIRECT, self._decode(decoders, request), reason="short_prompt"
+            )
 
         # A 'both' engine may prefill, but dedicated prefill engines come first.
         dedicated = [s for s in prefillers if not s.endpoint.role.can_decode]
         pool = dedicated or prefillers
         if not pool:
             if self.fallback_aggregated:
-                return PrefillDecodePlan(PdDecision.FALLBACK, self._decode(decoders, request))
+                return PrefillDecodePlan(
+                    PdDecision.FALLBACK, self._decode(decoders, request), reason="no_prefill_engine"
+                )
             raise PdUnavailable("prefill", f"no healthy prefill engine for model {request.model!r}")
         if self.sessions is not None and request.session:
-            prefill = self.sessions.pick(pool, request)
+            prefill, reason = self.sessions.pick(pool, request), "session_affinity"
         else:
-            prefill = pick_prefill(pool, request, self.prefix)
+            prefill, reason = pick_prefill(pool, request, self.prefix), "least_loaded"
         decode_pool = [s for s in decoders if s.id != prefill.id] or decoders
         return PrefillDecodePlan(
-            PdDecision.DISAGGREGATED, self._decode(decode_pool, request), prefill
+            PdDecision.DISAGGREGATED, self._decode(decode_pool, request), prefill, reason
         )
 
     def _decode(self, decoders: Sequence[EngineState], request: RequestFeatures) -> EngineState:
