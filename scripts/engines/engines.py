@@ -23,9 +23,10 @@ from procs import LOOPBACK, ROOT, ManagedProcess
 
 HERE = Path(__file__).resolve().parent
 VLLM_VENV = Path(os.environ.get("PDSTACK_VLLM_VENV", ROOT / ".cache" / "vllm-venv"))
-TINY_MODEL = Path(os.environ.get("PDSTACK_TINY_MODEL", ROOT / ".cache" / "tiny-model"))
+TINY_MODEL = Path(os.environ.get("PDSTACK_TINY_MODEL", ROOT / ".cache" / "tiny-model-4k"))
 SERVED_MODEL = "tiny"
-MAX_MODEL_LEN = 1024
+# The tiny model's whole context: run_pd.sh's default conversation fits (build_tiny_model.py).
+MAX_MODEL_LEN = 4096
 # Seconds a prefill engine keeps KV blocks for a decoder that never pulls them; the default (30)
 # keeps an orphaned prefill spinning a core for half a minute.
 KV_LEASE_S = 5
