@@ -23,6 +23,8 @@ from pdrouter.config import RouterSettings, RoutingLogic
 from pdrouter.discovery.base import Discovery
 from pdrouter.proxy.errors import RouterError
 from pdrouter.proxy.responses import Receive, Scope, Send, send_error
+from pdrouter.scheduling.framework import Profile
+from pdrouter.scheduling.scorers.prefix import PrefixMemory
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -34,8 +36,15 @@ def _build_pd(state: AppState) -> tuple[Handler, list[Any]]:
     from pdrouter.pd.transports import build_transport
 
     transport = build_transport(state.settings, state.client)
+    kv = state.kv
     orchestrator = PdOrchestrator(
-        state.settings, state.pool, state.client, state.metrics, transport
+        state.settings,
+        state.pool,
+        state.client,
+        state.metrics,
+        transport,
+        kv.prompt if kv else None,
+        kv.index if kv else None,
     )
     return orchestrator.handle, [transport]
 
@@ -54,7 +63,10 @@ def create_app(
     lifecycle: list[Any] = []
     if pd:
         handler, lifecycle = _build_pd(state)
-    needs_prompt = pd or settings.routing_logic is RoutingLogic.PREFIX_AWARE
+    if state.kv is not None and state.kv.subscriber is not None:
+        lifecycle.append(state.kv.subscriber)
+    logic = state.aggregated.logic
+    needs_prompt = pd or (isinstance(logic, Profile) and logic.uses(PrefixMemory))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -17,17 +17,15 @@ from pdrouter.config import (
 from pdrouter.discovery.base import Discovery
 from pdrouter.discovery.endpoint import Endpoint
 from pdrouter.discovery.static import StaticDiscovery, parse_static_endpoints
+from pdrouter.kvcache.hashing import BlockHasher
+from pdrouter.kvcache.index import KvBlockIndex
+from pdrouter.kvcache.metrics import KvIndexCollector, KvRequestMetrics
+from pdrouter.kvcache.subscriber import KvEventSubscriber, StreamStats
 from pdrouter.proxy.aggregated import AggregatedProxy
 from pdrouter.proxy.client import EngineClient, UpstreamClient
-from pdrouter.scheduling.logic import (
-    LeastLoaded,
-    PrefixAffinity,
-    RoundRobin,
-    SessionAffinity,
-)
-from pdrouter.scheduling.logic import (
-    RoutingLogic as Logic,
-)
+from pdrouter.proxy.prompt_kv import PromptKv
+from pdrouter.scheduling.profiles import aggregated_profile
+from pdrouter.scheduling.scorers.kv_prefix import KvPrefix
 from pdrouter.stats.engine_state import EnginePool, EngineState
 from pdrouter.stats.router_metrics import RouterMetrics
 from pdrouter.stats.scraper import EngineScraper
@@ -44,16 +42,44 @@ def _keys_from_env(name: str) -> list[str]:
     return [k.strip() for k in raw.split(",") if k.strip()]
 
 
-def build_logic(settings: RouterSettings) -> Logic:
-    match settings.routing_logic:
-        case RoutingLogic.LEAST_LOADED:
-            return LeastLoaded()
-        case RoutingLogic.SESSION:
-            return SessionAffinity()
-        case RoutingLogic.PREFIX_AWARE:
-            return PrefixAffinity(settings.prefix_chunk_chars, settings.prefix_max_entries)
-        case _:
-            return RoundRobin()
+@dataclass
+class KvParts:
+    """The KV-event index and what feeds and reads it (with --kv-events)."""
+
+    index: KvBlockIndex
+    prompt: PromptKv
+    # None in a worker process: the control plane follows the engines' streams for all.
+    subscriber: KvEventSubscriber | None
+    stats: StreamStats
+
+
+def build_kv(
+    settings: RouterSettings,
+    client: EngineClient,
+    metrics: RouterMetrics,
+    pool: EnginePool,
+    follow: bool,
+) -> KvParts | None:
+    if not settings.kv_events:
+        return None
+    index = KvBlockIndex(settings.kv_index_max_blocks)
+    hasher = BlockHasher(settings.kv_hash_algo, settings.kv_block_size, settings.kv_hash_seed)
+    subscriber = KvEventSubscriber(index, hasher) if follow else None
+    parts = KvParts(
+        index=index,
+        prompt=PromptKv(
+            client, hasher, index, settings.kv_tokenize_timeout, KvRequestMetrics(metrics.registry)
+        ),
+        subscriber=subscriber,
+        stats=subscriber.stats if subscriber is not None else StreamStats(),
+    )
+
+    def name(engine_id: str) -> str:
+        state = pool.get(engine_id)
+        return state.endpoint.display_name if state is not None else engine_id
+
+    metrics.add_collector(KvIndexCollector(index, lambda: parts.stats, name))
+    return parts
 
 
 @dataclass
@@ -69,6 +95,7 @@ class AppState:
     auth: ApiKeyCheck
     aggregated: AggregatedProxy
     scrape: bool = True  # False in a worker: the control plane scrapes for all workers
+    kv: KvParts | None = None
 
     @property
     def pd_mode(self) -> bool:
@@ -100,6 +127,8 @@ def build_discovery(settings: RouterSettings) -> Discovery:
                 settings.static_roles,
                 settings.static_lmcache_init_ports,
                 settings.static_lmcache_alloc_ports,
+                settings.static_kv_events_ports,
+                settings.static_kv_events_replay_ports,
             )
         )
     from pdrouter.discovery.k8s import K8sPodDiscovery
@@ -153,10 +182,14 @@ def build_state(
         scrape_headers,
         on_probe,
     )
+    kv = build_kv(settings, client, metrics, pool, follow=control_socket is None)
     if control_socket is not None:
         from pdrouter.workers.follower import ControlPlaneFollower
 
-        discovery = ControlPlaneFollower(control_socket, pool)
+        discovery = ControlPlaneFollower(
+            control_socket, pool, kv.index if kv else None, kv.stats if kv else None
+        )
+    logic = aggregated_profile(settings, kv.index if kv else None)
     return AppState(
         settings=settings,
         pool=pool,
@@ -165,8 +198,11 @@ def build_state(
         discovery=discovery or build_discovery(settings),
         scraper=scraper,
         auth=auth,
-        aggregated=AggregatedProxy(pool, build_logic(settings), client, metrics),
+        aggregated=AggregatedProxy(
+            pool, logic, client, metrics, kv.prompt if kv and logic.uses(KvPrefix) else None
+        ),
         scrape=control_socket is None,
+        kv=kv,
     )
 
 
@@ -184,5 +220,7 @@ def on_endpoints(state: AppState) -> object:
             log.info("engine removed: %s", s.endpoint.display_name)
         if added:
             state.scraper.poke()
+        if state.kv is not None and state.kv.subscriber is not None:
+            state.kv.subscriber.update(endpoints)
 
     return apply

@@ -17,7 +17,8 @@ from typing import Any
 
 import orjson
 
-from pdrouter.config import MissingKvPolicy, PdFallback, RouterSettings
+from pdrouter.config import MissingKvPolicy, RouterSettings
+from pdrouter.kvcache.index import KvBlockIndex
 from pdrouter.pd import errors as pd_errors
 from pdrouter.pd.transports.base import (
     DecodeRequest,
@@ -36,6 +37,7 @@ from pdrouter.proxy.client import (
 from pdrouter.proxy.context import ClientRequest
 from pdrouter.proxy.errors import RouterError, not_found_model
 from pdrouter.proxy.outcome import BodyOutcome, Outcome, StreamOutcome
+from pdrouter.proxy.prompt_kv import PromptKv, reported_cached_tokens
 from pdrouter.proxy.tracking import EngineCall
 from pdrouter.proxy.upstream import (
     engine_headers,
@@ -44,14 +46,12 @@ from pdrouter.proxy.upstream import (
     push_relay,
     relay_chunks,
 )
-from pdrouter.scheduling.logic import PrefixAffinity, SessionAffinity
 from pdrouter.scheduling.pd import (
     PdDecision,
-    PdScheduler,
     PdUnavailable,
     PrefillDecodePlan,
-    pick_decode,
-    pick_prefill,
+    build_pd_scheduler,
+    prefill_pool,
 )
 from pdrouter.stats.engine_state import EnginePool, EngineState
 from pdrouter.stats.router_metrics import RouterMetrics
@@ -115,19 +115,16 @@ class PdOrchestrator:
         client: EngineClient,
         metrics: RouterMetrics,
         transport: KvTransport,
+        kv: PromptKv | None = None,
+        index: KvBlockIndex | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool
         self.client = client
         self.metrics = metrics
         self.transport = transport
-        self.prefix = PrefixAffinity(settings.prefix_chunk_chars, settings.prefix_max_entries)
-        self.scheduler = PdScheduler(
-            min_prompt_tokens=settings.pd_min_prompt_tokens,
-            fallback_aggregated=settings.pd_fallback is PdFallback.AGGREGATED,
-            prefix=self.prefix,
-            sessions=SessionAffinity() if settings.pd_session_affinity else None,
-        )
+        self.kv = kv
+        self.scheduler = build_pd_scheduler(settings, index)
         # Direct and fallback requests run like aggregated ones, on the planned engine.
         self.direct = AggregatedProxy(pool, _Fixed(), client, metrics)
 
@@ -135,6 +132,8 @@ class PdOrchestrator:
         engines = self.pool.for_model(req.model)
         if not engines:
             raise not_found_model(req.model)
+        if self.kv is not None:
+            req.features = await self.kv.features(req, engines)
         try:
             plan = self.scheduler.plan(engines, req.features)
         except PdUnavailable as exc:
@@ -155,7 +154,7 @@ class PdOrchestrator:
                 if s.endpoint.role.can_decode and s.routable and s.id != result.engine.id
             ]
             if decoders and self.scheduler.sessions is None:
-                decode = pick_decode(decoders)
+                decode = self.scheduler.pick_decode(decoders, req.features)
         return await self._decode_phase(req, result, decode, engines)
 
     # --- direct ---------------------------------------------------------------------------
@@ -180,14 +179,18 @@ class PdOrchestrator:
             try:
                 # The engine calls inside enforce the deadline themselves (and charge the engine);
                 # this outer guard, a little later, bounds what they do not cover.
+                predicted = self._predict(req, prefill, engines)
                 async with asyncio.timeout(self.settings.prefill_timeout + _OUTER_SLACK):
-                    return await self.transport.prefill(
+                    result = await self.transport.prefill(
                         req,
                         prefill,
                         plan.decode,
                         send,
                         self.settings.prefill_timeout,
                     )
+                if self.kv is not None:
+                    self.kv.reported("prefill", predicted, reported_cached_tokens(result.response))
+                return result
             except TimeoutError:
                 last = _LegFailed(
                     f"prefill on {prefill.endpoint.display_name} exceeded "
@@ -223,12 +226,20 @@ class PdOrchestrator:
                 break
             self.metrics.retries.labels("prefill").inc()
             await asyncio.sleep(random.uniform(0.0, 0.02 * (2**attempt)))  # jittered backoff
-            dedicated = [s for s in others if not s.endpoint.role.can_decode]
-            prefill = pick_prefill(dedicated or others, req.features, self.prefix)
+            prefill = self.scheduler.pick_prefill(others, req.features)
         assert last is not None
         if last.timeout:
             raise pd_errors.timed_out("prefill", str(last))
         raise pd_errors.failed("prefill", str(last))
+
+    def _predict(
+        self, req: ClientRequest, prefill: EngineState, engines: tuple[EngineState, ...]
+    ) -> int | None:
+        if self.kv is None:
+            return None
+        return self.kv.predict(
+            req.features, prefill, prefill_pool([e for e in engines if e.routable])
+        )
 
     def _on_missing_kv(self, message: str) -> None:
         if self.settings.pd_on_missing_kv is MissingKvPolicy.RECOMPUTE:
@@ -316,7 +327,7 @@ class PdOrchestrator:
             ]
             if not others or attempt + 1 >= attempts:
                 break
-            decode = pick_decode(others)
+            decode = self.scheduler.pick_decode(others, req.features)
         hint = "" if retryable else " (the KV cache was sent to that decoder only)"
         raise pd_errors.failed("decode", last_error + hint)
 

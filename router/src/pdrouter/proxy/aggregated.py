@@ -21,6 +21,7 @@ from pdrouter.proxy.errors import (
     upstream_unreachable,
 )
 from pdrouter.proxy.outcome import BodyOutcome, Outcome, StreamOutcome
+from pdrouter.proxy.prompt_kv import PromptKv
 from pdrouter.proxy.tracking import EngineCall
 from pdrouter.proxy.upstream import (
     engine_headers,
@@ -29,7 +30,7 @@ from pdrouter.proxy.upstream import (
     push_relay,
     relay_chunks,
 )
-from pdrouter.scheduling.logic import RoutingLogic, least_loaded
+from pdrouter.scheduling.logic import LeastLoaded, RoutingLogic
 from pdrouter.stats.engine_state import EnginePool, EngineState
 from pdrouter.stats.router_metrics import RouterMetrics
 
@@ -58,14 +59,19 @@ class AggregatedProxy:
         logic: RoutingLogic,
         client: EngineClient,
         metrics: RouterMetrics,
+        kv: PromptKv | None = None,
     ) -> None:
         self.pool = pool
         self.logic = logic
+        self.kv = kv  # the logic scores KV-event prefixes: tokenize and hash the prompt first
+        self.retry_logic = LeastLoaded()
         self.client = client
         self.metrics = metrics
 
     async def handle(self, req: ClientRequest) -> Outcome:
         candidates = serving_candidates(self.pool, req.model)
+        if self.kv is not None:
+            req.features = await self.kv.features(req, candidates)
         tried: set[str] = set()
         last_error: RouterError | None = None
         for attempt in range(MAX_ATTEMPTS):
@@ -74,7 +80,10 @@ class AggregatedProxy:
                 break
             # The routing logic chooses once; a retry takes the least loaded of the rest, so a
             # dead engine does not shift a round-robin cycle onto itself.
-            engine = self.logic.pick(pool, req.features) if not attempt else least_loaded(pool)
+            logic = self.retry_logic if attempt else self.logic
+            engine = logic.pick(pool, req.features)
+            if self.kv is not None and not attempt:
+                self.kv.predict(req.features, engine, pool)
             tried.add(engine.id)
             if attempt:
                 self.metrics.retries.labels("aggregated").inc()

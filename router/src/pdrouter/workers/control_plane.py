@@ -13,8 +13,12 @@ import orjson
 from pdrouter.api.state import build_discovery
 from pdrouter.config import RouterSettings
 from pdrouter.discovery.endpoint import Endpoint
+from pdrouter.kvcache.hashing import BlockHasher
+from pdrouter.kvcache.index import KvBlockIndex
+from pdrouter.kvcache.subscriber import KvEventSubscriber
 from pdrouter.stats.engine_state import EnginePool
 from pdrouter.stats.scraper import EngineScraper
+from pdrouter.workers.kv_feed import KvFanout, stats_message
 from pdrouter.workers.protocol import encode, endpoint_to_wire
 
 log = logging.getLogger(__name__)
@@ -39,6 +43,14 @@ class ControlPlane:
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self.kv: KvEventSubscriber | None = None
+        self._kv_fanout: KvFanout | None = None
+        if settings.kv_events:
+            self._kv_fanout = KvFanout(KvBlockIndex(settings.kv_index_max_blocks), self._broadcast)
+            hasher = BlockHasher(
+                settings.kv_hash_algo, settings.kv_block_size, settings.kv_hash_seed
+            )
+            self.kv = KvEventSubscriber(self._kv_fanout, hasher)
 
     # --- thread lifecycle -------------------------------------------------------------------
     def start_in_thread(self, timeout: float = 30.0) -> None:
@@ -83,7 +95,11 @@ class ControlPlane:
             self._broadcast(self._endpoints_msg)
             if added:
                 scraper.poke()
+            if self.kv is not None:
+                self.kv.update(endpoints)
 
+        if self.kv is not None:
+            await self.kv.start()
         await discovery.start(on_change)
         await scraper.start()
         ticker = asyncio.create_task(self._tick())
@@ -95,12 +111,16 @@ class ControlPlane:
             server.close()
             await scraper.stop()
             await discovery.stop()
+            if self.kv is not None:
+                await self.kv.stop()
 
     # --- workers ----------------------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         key = id(writer)
         self._writers[key] = writer
         writer.write(self._endpoints_msg + self._stats_msg())
+        if self._kv_fanout is not None:
+            writer.write(self._kv_fanout.snapshot())
         try:
             while line := await reader.readline():
                 self._on_report(key, orjson.loads(line))
@@ -157,6 +177,8 @@ class ControlPlane:
         while True:
             await asyncio.sleep(BROADCAST_INTERVAL)
             message = self._stats_msg()
+            if self.kv is not None:
+                message += stats_message(self.kv.stats)
             if message != last:
                 self._broadcast(message)
                 last = message

@@ -11,8 +11,11 @@ import orjson
 
 from pdrouter.discovery.base import EndpointsListener
 from pdrouter.discovery.endpoint import Endpoint
+from pdrouter.kvcache.index import KvBlockIndex
+from pdrouter.kvcache.subscriber import StreamStats
 from pdrouter.stats.engine_metrics import EngineMetrics
 from pdrouter.stats.engine_state import EnginePool
+from pdrouter.workers.kv_feed import apply_message
 from pdrouter.workers.protocol import encode, endpoint_from_wire
 
 log = logging.getLogger(__name__)
@@ -23,9 +26,17 @@ class ControlPlaneFollower:
     """Implements the Discovery interface for a worker, and mirrors the control plane's health,
     load and breaker state into the worker's pool; reports this worker's outcomes back."""
 
-    def __init__(self, socket_path: str, pool: EnginePool) -> None:
+    def __init__(
+        self,
+        socket_path: str,
+        pool: EnginePool,
+        kv_index: KvBlockIndex | None = None,
+        kv_stats: StreamStats | None = None,
+    ) -> None:
         self.socket_path = socket_path
         self.pool = pool
+        self.kv_index = kv_index
+        self.kv_stats = kv_stats or StreamStats()
         self._endpoints: tuple[Endpoint, ...] = ()
         self._tasks: list[asyncio.Task[None]] = []
         self._writer: asyncio.StreamWriter | None = None
@@ -61,6 +72,8 @@ class ControlPlaneFollower:
         log.error("control plane connection closed; keeping the last known engine state")
 
     def _apply(self, message: dict[str, Any], on_change: EndpointsListener) -> None:
+        if self.kv_index is not None and apply_message(self.kv_index, self.kv_stats, message):
+            return
         if message.get("t") == "endpoints":
             self._endpoints = tuple(endpoint_from_wire(e) for e in message["endpoints"])
             on_change(self._endpoints)
