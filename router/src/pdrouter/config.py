@@ -376,6 +376,10 @@ class RouterSettings(BaseModel):
                     raise ValueError(f"{flag} has {len(values)} entries; expected {n}")
             for role in self.static_roles:
                 Role.parse(role)
+            for name in ("static_kv_events_ports", "static_kv_events_replay_ports"):
+                for port in getattr(self, name):
+                    if port and not (port.isdigit() and 0 < int(port) < 65536):
+                        raise ValueError(f"{_flag(name)}: {port!r} is not a port number")
         elif not self.k8s_label_selector:
             raise ValueError("k8s discovery needs --k8s-label-selector")
         if self.pd_min_uncached_tokens and not self.kv_events:
