@@ -181,9 +181,10 @@ class BlockHasher:
         (no parent) can be checked there; FNV keys are whole, so any block can."""
         if len(tokens) < self.block_size:
             return None
-        if parent_key is None:
+        fnv = self.algo is HashAlgo.FNV64A_CBOR
+        if parent_key is None or (fnv and parent_key == 0):  # llm-d writes 0 for "no parent"
             parent: object = self.root(model)
-        elif self.algo is HashAlgo.FNV64A_CBOR:
+        elif fnv:
             parent = parent_key
         else:
             return None
