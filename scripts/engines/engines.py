@@ -63,6 +63,19 @@ def kv_transfer_config(role: Role) -> dict[str, object] | None:
     return config
 
 
+def kv_events_args(port: int, replay_port: int) -> tuple[str, ...]:
+    """Publish KV-cache events (ZMQ PUB on `port`, replay ROUTER on `replay_port`, loopback)
+    and report cached prompt tokens in usage, for the router's KV-event index."""
+    config = {
+        "enable_kv_cache_events": True,
+        "publisher": "zmq",
+        # vLLM binds the PUB socket only for a wildcard address (it connects to any other).
+        "endpoint": f"tcp://*:{port}",
+        "replay_endpoint": f"tcp://{LOOPBACK}:{replay_port}",
+    }
+    return ("--kv-events-config", json.dumps(config), "--enable-prompt-tokens-details")
+
+
 def start_vllm(
     role: Role,
     port: int,
@@ -71,6 +84,7 @@ def start_vllm(
     log_path: Path,
     model: Path = TINY_MODEL,
     extra_args: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
 ) -> ManagedProcess:
     """Start one `vllm serve` for `role` on `port`, its compute pinned to `core`.
 
@@ -114,6 +128,7 @@ def start_vllm(
             p for p in (str(HERE / "pyhooks"), os.environ.get("PYTHONPATH", "")) if p
         ),
     }
+    env.update(extra_env or {})
     return ManagedProcess(
         name=f"vllm-{role}:{port}", argv=argv, log_path=log_path, port=port, env=env
     ).start()

@@ -69,6 +69,8 @@ def engine_pair(tiny_model: Path, e2e_logs: Path) -> Iterator[EnginePair]:
             "decode", 1, procs.free_port(), procs.free_port(), e2e_logs / "vllm-decode.log"
         ),
     )
+    for slot in (pair.prefill, pair.decode):  # KV-cache events for the router's index
+        slot.kv_events_port, slot.kv_replay_port = procs.free_port(), procs.free_port()
     try:
         pair.prefill.start()
         pair.decode.start()
