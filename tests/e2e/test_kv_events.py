@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import engines
 import httpx
@@ -49,10 +48,10 @@ print(json.dumps(out))
 """
 
 
-def test_block_hashes_equal_vllms_own(tiny_model: Path) -> None:
+def test_block_hashes_equal_vllms_own() -> None:
     """vLLM's hash functions (kv_cache_utils.hash_block_tokens over utils/hashing.py, the low
     64 bits as VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES publishes them) against ours."""
-    python = engines.VLLM_VENV / "bin" / "python"
+    python = engines.ensure_vllm()
     site = next((engines.VLLM_VENV / "lib").glob("python3*/site-packages"))
     tokens = [(i * 7919) % 70_000 for i in range(16 * 6 + 5)]  # ids above 65535 too
     out = subprocess.run(

@@ -20,7 +20,7 @@ from pdrouter.discovery.static import StaticDiscovery, parse_static_endpoints
 from pdrouter.kvcache.hashing import BlockHasher
 from pdrouter.kvcache.index import KvBlockIndex
 from pdrouter.kvcache.metrics import KvIndexCollector, KvRequestMetrics
-from pdrouter.kvcache.subscriber import KvEventSubscriber, StreamStats
+from pdrouter.kvcache.subscriber import KvEventSubscriber, StreamStats, followed_roles
 from pdrouter.proxy.aggregated import AggregatedProxy
 from pdrouter.proxy.client import EngineClient, UpstreamClient
 from pdrouter.proxy.prompt_kv import PromptKv
@@ -64,7 +64,7 @@ def build_kv(
         return None
     index = KvBlockIndex(settings.kv_index_max_blocks)
     hasher = BlockHasher(settings.kv_hash_algo, settings.kv_block_size, settings.kv_hash_seed)
-    subscriber = KvEventSubscriber(index, hasher) if follow else None
+    subscriber = KvEventSubscriber(index, hasher, followed_roles(settings)) if follow else None
     parts = KvParts(
         index=index,
         prompt=PromptKv(

@@ -41,16 +41,12 @@ def _cbor_head(major: int, n: int) -> bytes:
     return bytes((major << 5 | 27,)) + n.to_bytes(8, "big")
 
 
-# Token ids are small non-negative ints: precomputed heads for the common ones.
-_UINT_HEADS = [_cbor_head(0, n) for n in range(1 << 16)]
-
-
 def cbor(value: object) -> bytes:
     """Canonical CBOR (RFC 8949 4.2.1) of None, non-negative int, bytes, str, list or tuple."""
     if value is None:
         return b"\xf6"
     if isinstance(value, int) and value >= 0:
-        return _UINT_HEADS[value] if value < 0x10000 else _cbor_head(0, value)
+        return _cbor_head(0, value)
     if isinstance(value, bytes):
         return _cbor_head(2, len(value)) + value
     if isinstance(value, str):
@@ -62,10 +58,20 @@ def cbor(value: object) -> bytes:
 
 
 def _cbor_uints(values: Sequence[int]) -> bytes:
-    heads = _UINT_HEADS
-    return _cbor_head(4, len(values)) + b"".join(
-        heads[v] if v < 0x10000 else _cbor_head(0, v) for v in values
-    )
+    """An array of token ids (non-negative ints), inline for the common sizes."""
+    out = bytearray(_cbor_head(4, len(values)))
+    for v in values:
+        if v < 24:
+            out.append(v)
+        elif v < 0x100:
+            out += b"\x18" + v.to_bytes(1, "big")
+        elif v < 0x10000:
+            out += b"\x19" + v.to_bytes(2, "big")
+        elif v < 0x100000000:
+            out += b"\x1a" + v.to_bytes(4, "big")
+        else:
+            out += b"\x1b" + v.to_bytes(8, "big")
+    return bytes(out)
 
 
 def fnv1a64(data: bytes) -> int:
@@ -163,14 +169,21 @@ class BlockHasher:
             memo[key] = full
         return full
 
-    def hashes(self, model: str, tokens: Sequence[int]) -> tuple[int, ...]:
-        """The event keys of every full block of `tokens`, in order."""
+    def hashes(
+        self, model: str, tokens: Sequence[int], held: Callable[[int], bool] | None = None
+    ) -> tuple[int, ...]:
+        """The event keys of the full blocks of `tokens`, in order. With `held`, stop after
+        the first key it rejects: no engine can hold a longer prefix (vLLM's lookup stops at
+        the first missing block too), so the rest of the prompt need not be hashed."""
         size = self.block_size
         parent = self.root(model)
         out: list[int] = []
         for start in range(0, len(tokens) - size + 1, size):
             parent = self.block(parent, tokens[start : start + size])
-            out.append(to_event_hash(parent))
+            key = to_event_hash(parent)
+            out.append(key)
+            if held is not None and not held(key):
+                break
         return tuple(out)
 
     def verify(

@@ -114,6 +114,10 @@ class KvBlockIndex:
         engine = self._engines.get(engine_id)
         return list(engine.blocks) if engine is not None else []
 
+    def __contains__(self, key: int) -> bool:
+        """Does any engine hold this block?"""
+        return key in self._owners
+
     def holds(self, engine_id: str, key: int) -> bool:
         engine = self._engines.get(engine_id)
         return engine is not None and key in engine.blocks

@@ -27,7 +27,8 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
-from pdrouter.discovery.endpoint import Endpoint
+from pdrouter.config import RouterSettings, RoutingLogic
+from pdrouter.discovery.endpoint import Endpoint, Role
 from pdrouter.kvcache.events import BadBatch, BlockStored, KvEvent, decode_batch
 from pdrouter.kvcache.hashing import BlockHasher
 
@@ -35,6 +36,10 @@ log = logging.getLogger(__name__)
 
 END_OF_REPLAY = 0xFFFFFFFFFFFFFFFF  # the replay socket's end marker: sequence -1
 REPLAY_TIMEOUT_S = 2.0
+# Hash checks (is the router configured like the engine?): the first few verifiable batches
+# of a stream, then one batch in this many, so a misconfiguration shows at once for little CPU.
+CHECKS_AT_START = 8
+CHECK_EVERY = 64
 
 
 class KvSink(Protocol):
@@ -93,6 +98,8 @@ class EngineStream:
         self.last: int | None = None  # last applied sequence number; None: (re)joining
         self._warned: set[str] = set()
         self._task: asyncio.Task[None] | None = None
+        self._batches = 0
+        self._checked = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"kv-events:{self.engine_id}")
@@ -200,10 +207,12 @@ class EngineStream:
         self.stats.batches += 1
         self.stats.events += len(batch.events)
         self.stats.ignored += batch.ignored
-        for event in batch.events:
-            if isinstance(event, BlockStored) and event.block_hashes:
-                self._check(event)
-                break  # one check per batch keeps the cost flat
+        self._batches += 1
+        if self._checked < CHECKS_AT_START or self._batches % CHECK_EVERY == 0:
+            for event in batch.events:
+                if isinstance(event, BlockStored) and event.block_hashes:
+                    self._check(event)
+                    break
         self.sink.apply(self.engine_id, batch.events)
 
     def _check(self, event: BlockStored) -> None:
@@ -221,6 +230,7 @@ class EngineStream:
         )
         if ok is None:
             return
+        self._checked += 1
         self.stats.hash_checks += 1
         if not ok:
             self.stats.hash_mismatches += 1
@@ -238,15 +248,30 @@ class EngineStream:
             log.warning("kv events: engine %s " + message, self.endpoint.display_name, *args)
 
 
-class KvEventSubscriber:
-    """One EngineStream per engine that publishes KV events, following discovery."""
+def followed_roles(settings: RouterSettings) -> frozenset[Role]:
+    """Engines whose caches scheduling reads. In PD only prefill engines are scored on their
+    prefix, unless the decider looks at what the decoder holds (--pd-min-uncached-tokens):
+    following the decoders too would double the events for nothing."""
+    pd = settings.routing_logic is RoutingLogic.DISAGG_PREFILL
+    if pd and not settings.pd_min_uncached_tokens:
+        return frozenset({Role.PREFILL, Role.BOTH})
+    return frozenset(Role)
 
-    def __init__(self, sink: KvSink, hasher: BlockHasher) -> None:
+
+class KvEventSubscriber:
+    """One EngineStream per engine (of the followed roles) that publishes KV events,
+    following discovery."""
+
+    def __init__(
+        self, sink: KvSink, hasher: BlockHasher, roles: frozenset[Role] = frozenset(Role)
+    ) -> None:
         self.sink = sink
         self.hasher = hasher
+        self.roles = roles
         self.stats = StreamStats()
         self._ctx: zmq.asyncio.Context | None = None
         self._streams: dict[str, EngineStream] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._ctx = zmq.asyncio.Context()
@@ -262,12 +287,14 @@ class KvEventSubscriber:
     def update(self, endpoints: Iterable[Endpoint]) -> None:
         """Follow the engines that publish events; forget those that left or changed."""
         assert self._ctx is not None, "start() first"
-        wanted = {e.id: e for e in endpoints if e.kv_events_port}
+        wanted = {e.id: e for e in endpoints if e.kv_events_port and e.role in self.roles}
         for engine_id in list(self._streams):
             stream = self._streams[engine_id]
             if wanted.get(engine_id) != stream.endpoint:
                 del self._streams[engine_id]
-                asyncio.create_task(stream.stop())  # noqa: RUF006 (it only closes sockets)
+                task = asyncio.create_task(stream.stop())
+                self._stopping.add(task)
+                task.add_done_callback(self._stopping.discard)
                 self.sink.drop(engine_id)
                 self.stats.reset("left")
         for engine_id, endpoint in wanted.items():

@@ -103,7 +103,7 @@ class PromptKv:
         if tokens is None:
             return req.features
         started = time.perf_counter()
-        hashes = self.hasher.hashes(req.model, tokens)
+        hashes = self.hasher.hashes(req.model, tokens, self.index.__contains__)
         self.metrics.hashing.observe(time.perf_counter() - started)
         return dataclasses.replace(
             req.features,

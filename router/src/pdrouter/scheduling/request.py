@@ -18,8 +18,17 @@ class RequestFeatures:
     session: str | None = None
     prompt: str = ""
     prompt_tokens: int | None = None
+    # The keys of the prompt's leading full blocks, up to the first one no engine holds
+    # (what prefix matching needs; the rest of the prompt is not hashed).
     block_hashes: tuple[int, ...] = ()
     block_size: int = 0
+
+    @property
+    def prompt_blocks(self) -> int:
+        """Full KV blocks in the prompt (0 when it was not tokenized)."""
+        if not self.block_size or self.prompt_tokens is None:
+            return 0
+        return self.prompt_tokens // self.block_size
 
     @property
     def estimated_tokens(self) -> int:

@@ -15,7 +15,7 @@ from pdrouter.config import RouterSettings
 from pdrouter.discovery.endpoint import Endpoint
 from pdrouter.kvcache.hashing import BlockHasher
 from pdrouter.kvcache.index import KvBlockIndex
-from pdrouter.kvcache.subscriber import KvEventSubscriber
+from pdrouter.kvcache.subscriber import KvEventSubscriber, followed_roles
 from pdrouter.stats.engine_state import EnginePool
 from pdrouter.stats.scraper import EngineScraper
 from pdrouter.workers.kv_feed import KvFanout, stats_message
@@ -50,7 +50,7 @@ class ControlPlane:
             hasher = BlockHasher(
                 settings.kv_hash_algo, settings.kv_block_size, settings.kv_hash_seed
             )
-            self.kv = KvEventSubscriber(self._kv_fanout, hasher)
+            self.kv = KvEventSubscriber(self._kv_fanout, hasher, followed_roles(settings))
 
     # --- thread lifecycle -------------------------------------------------------------------
     def start_in_thread(self, timeout: float = 30.0) -> None:

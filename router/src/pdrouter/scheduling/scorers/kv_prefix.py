@@ -30,7 +30,7 @@ class KvPrefix:
         self.index = index
 
     def score(self, candidates: Sequence[EngineView], request: RequestFeatures) -> list[float]:
-        total = len(request.block_hashes)
-        if not total:
+        total = request.prompt_blocks
+        if not total or not request.block_hashes:
             return [0.0] * len(candidates)
         return [n / total for n in cached_blocks(self.index, candidates, request)]
