@@ -13,7 +13,13 @@ from pdrouter.scheduling.filters import FILTERS
 from pdrouter.scheduling.framework import Profile, Scorer, WeightedScorer
 from pdrouter.scheduling.pickers import PICKERS
 from pdrouter.scheduling.scorers.kv_prefix import KvPrefix
-from pdrouter.scheduling.scorers.load import DecodeLoad, KvHeadroom, Queue, Running, Waiting
+from pdrouter.scheduling.scorers.load import (
+    KvHeadroom,
+    decode_load_scorer,
+    queue_scorer,
+    running_scorer,
+    waiting_scorer,
+)
 from pdrouter.scheduling.scorers.prefix import PrefixMemory
 from pdrouter.scheduling.scorers.session import SessionRing
 
@@ -40,10 +46,10 @@ def _kv_prefix(ctx: ScorerContext) -> Scorer:
 
 
 SCORERS: dict[str, Callable[[ScorerContext], Scorer]] = {
-    "queue": lambda ctx: Queue(),
-    "running": lambda ctx: Running(),
-    "waiting": lambda ctx: Waiting(),
-    "decode_load": lambda ctx: DecodeLoad(),
+    "queue": lambda ctx: queue_scorer(),
+    "running": lambda ctx: running_scorer(),
+    "waiting": lambda ctx: waiting_scorer(),
+    "decode_load": lambda ctx: decode_load_scorer(),
     "kv_headroom": lambda ctx: KvHeadroom(),
     "session": lambda ctx: SessionRing(),
     "prefix_memory": lambda ctx: (

@@ -1,45 +1,41 @@
-"""Load scorers: minus a count, so their weight is in queued-request units."""
+"""Load scorers: minus a count, so their weight is in queued-request units; and KV headroom."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pdrouter.scheduling.request import RequestFeatures
 from pdrouter.scheduling.view import EngineView, decode_load, kv_usage, queue, running, waiting
 
 
-class Queue:
-    """Fewer queued requests is better (router in-flight + engine waiting)."""
+class Fewer:
+    """Fewer of `count` is better: the score is minus it."""
 
-    name = "queue"
-
-    def score(self, candidates: Sequence[EngineView], request: RequestFeatures) -> list[float]:
-        return [-queue(c) for c in candidates]
-
-
-class Running:
-    """Fewer running requests is better."""
-
-    name = "running"
+    def __init__(self, name: str, count: Callable[[EngineView], float]) -> None:
+        self.name = name
+        self._count = count
 
     def score(self, candidates: Sequence[EngineView], request: RequestFeatures) -> list[float]:
-        return [-running(c) for c in candidates]
+        count = self._count
+        return [-count(c) for c in candidates]
 
 
-class Waiting:
-    name = "waiting"
-
-    def score(self, candidates: Sequence[EngineView], request: RequestFeatures) -> list[float]:
-        return [-waiting(c) for c in candidates]
+def queue_scorer() -> Fewer:
+    """Queued requests: router in-flight (all workers) + engine waiting."""
+    return Fewer("queue", queue)
 
 
-class DecodeLoad:
+def running_scorer() -> Fewer:
+    return Fewer("running", running)
+
+
+def waiting_scorer() -> Fewer:
+    return Fewer("waiting", waiting)
+
+
+def decode_load_scorer() -> Fewer:
     """A decoder is busy when many requests run on it or are on their way."""
-
-    name = "decode_load"
-
-    def score(self, candidates: Sequence[EngineView], request: RequestFeatures) -> list[float]:
-        return [-decode_load(c) for c in candidates]
+    return Fewer("decode_load", decode_load)
 
 
 class KvHeadroom:
