@@ -111,7 +111,9 @@ def run_case(
     routers: RouterSet | None = None
     rows = []
     try:
-        routers = RouterSet(policy, fleet, logs, scenario.replicas, scenario.workers).start()
+        routers = RouterSet(
+            policy, fleet, logs, scenario.replicas, scenario.workers, args.vllm_router
+        ).start()
         for level, qps in enumerate(args.qps):
             seed = args.seed + level  # a fresh system prompt and users per level, same for all
             if scenario.foreign:
@@ -154,22 +156,30 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=ROOT / "results" / "kv-routing")
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
-    p.add_argument("--policies", default="round-robin,prefix-guess,kv-events,"
-                   "vllm-router-cache-aware")  # fmt: skip
+    p.add_argument(
+        "--policies",
+        default="round-robin,prefix-guess,kv-events,vllm-router-cache-aware,prefix-guess-noindex",
+    )
     p.add_argument("--qps", default="2,4", help="QPS levels")
     p.add_argument("--duration", type=float, default=30.0, help="seconds of launches per level")
     p.add_argument("--slo-ttft-ms", type=float, default=250.0)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--parallel", type=int, default=1, help="policies run at once (own fleets)")
     p.add_argument("--sim", type=Path, default=ROOT / ".tools" / "bin" / "llm-d-inference-sim")
+    p.add_argument("--vllm-router", type=Path, default=PEER)
     args = p.parse_args()
     args.qps = [float(q) for q in args.qps.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     policies = [POLICIES[n] for n in args.policies.split(",")]
-    if any(pol.kind == "vllm-router" for pol in policies) and not PEER.exists():
-        sys.exit(f"{PEER} missing: run benchmarks/router/install_peers.sh")
-    cases = [(pol, SCENARIOS[s]) for s in args.scenarios.split(",") for pol in policies
-             if not (pol.kind == "vllm-router" and SCENARIOS[s].workers > 1)]  # fmt: skip
+    if any(pol.kind == "vllm-router" for pol in policies) and not args.vllm_router.exists():
+        sys.exit(f"{args.vllm_router} missing: run benchmarks/router/install_peers.sh")
+    cases = [
+        (pol, SCENARIOS[s])
+        for s in args.scenarios.split(",")
+        for pol in policies
+        if not (pol.kind == "vllm-router" and SCENARIOS[s].workers > 1)  # no such mode
+        and (not pol.only_in or s in pol.only_in)
+    ]
     started = time.monotonic()
     rows: list[dict[str, object]] = []
     lock = threading.Lock()
@@ -180,7 +190,11 @@ def main() -> int:
             with lock:
                 rows.extend(result)
 
-    lanes = [cases[i :: args.parallel] for i in range(args.parallel)]
+    # A lane runs its cases one after the other; a policy's cases stay in one lane, so lanes
+    # running at once never share a policy (each case has a fleet of its own anyway).
+    lanes: list[list[tuple[Policy, Scenario]]] = [[] for _ in range(args.parallel)]
+    for i, pol in enumerate(policies):
+        lanes[i % args.parallel] += [c for c in cases if c[0] is pol]
     threads = [threading.Thread(target=worker, args=(lane,)) for lane in lanes]
     for t in threads:
         t.start()

@@ -32,11 +32,12 @@ class Policy:
     profile: str = ""  # pdstack --prefill-profile
     index: bool = True  # pdstack: follow the KV events (kv_prefix needs it; others observe)
     peer_policy: str = ""  # vllm-router --prefill-policy
+    only_in: tuple[str, ...] = ()  # run in these scenarios only (empty: all)
 
-    def argv(self, fleet: SimFleet, port: int, workers: int) -> list[str]:
+    def argv(self, fleet: SimFleet, port: int, workers: int, peer: Path = PEER) -> list[str]:
         if self.kind == "pdstack":
             return self._pdstack(fleet, port, workers)
-        return self._peer(fleet, port)
+        return self._peer(fleet, port, peer)
 
     def _pdstack(self, fleet: SimFleet, port: int, workers: int) -> list[str]:
         argv = [sys.executable, "-m", "pdrouter.cli", "--host", "127.0.0.1", "--port", str(port),
@@ -52,8 +53,8 @@ class Policy:
                      "--static-kv-events-ports", ",".join(map(str, fleet.event_ports))]  # fmt: skip
         return argv
 
-    def _peer(self, fleet: SimFleet, port: int) -> list[str]:
-        argv = [str(PEER), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+    def _peer(self, fleet: SimFleet, port: int, peer: Path) -> list[str]:
+        argv = [str(peer), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
                 "--prometheus-port", str(procs.free_port()), "--prometheus-host", "127.0.0.1",
                 "--vllm-pd-disaggregation", "--kv-connector", "nixl",
                 "--prefill-policy", self.peer_policy, "--decode-policy", "round_robin"]  # fmt: skip
@@ -74,7 +75,14 @@ POLICIES = {
         Policy("round-robin", "pdstack", profile="roundrobin"),
         Policy("prefix-guess", "pdstack", profile="least_queue"),
         Policy("kv-events", "pdstack", profile="kv_prefix"),
-        Policy("prefix-guess-noindex", "pdstack", profile="least_queue", index=False),
+        # The same router without the index: what following the events costs in CPU.
+        Policy(
+            "prefix-guess-noindex",
+            "pdstack",
+            profile="least_queue",
+            index=False,
+            only_in=("steady",),
+        ),
         Policy("vllm-router-cache-aware", "vllm-router", peer_policy="cache_aware"),
         Policy("vllm-router-kv-aware", "vllm-router", peer_policy="kv_aware"),
     )
@@ -90,13 +98,14 @@ class RouterSet:
     logs: Path
     replicas: int = 1
     workers: int = 1
+    peer: Path = PEER
     procs_: list[procs.ManagedProcess] = field(default_factory=list)
     balancer: TcpBalancer | None = None
 
     def start(self) -> RouterSet:
         for i in range(self.replicas):
             port = procs.free_port()
-            argv = self.policy.argv(self.fleet, port, self.workers)
+            argv = self.policy.argv(self.fleet, port, self.workers, self.peer)
             log = self.logs / f"router-{self.policy.name}-{i}.log"
             self.procs_.append(
                 procs.ManagedProcess(name=f"router{i}", argv=argv, log_path=log, port=port).start()
