@@ -30,6 +30,7 @@ DECODES = 8
 USERS = 8
 ROUNDS = 3
 SYSTEM = "You are a careful assistant for questions about disaggregated serving. " * 12
+BACKGROUND_WORDS = 300
 
 
 @dataclass
@@ -92,6 +93,10 @@ def settle(router: procs.ManagedProcess) -> None:
 
 
 def converse(router_url: str, user: int, history: list[dict[str, str]]) -> None:
+    if not history:  # a background of the user's own: most of the prompt is theirs
+        background = " ".join(f"fact{user}x{i}" for i in range(BACKGROUND_WORDS))
+        history.append({"role": "user", "content": f"About me: {background}"})
+        history.append({"role": "assistant", "content": "Noted."})
     history.append({"role": "user", "content": f"user {user} asks question {len(history)}"})
     resp = client(router_url).chat.completions.create(
         model=MODEL, messages=[{"role": "system", "content": SYSTEM}, *history], max_tokens=8
@@ -102,26 +107,39 @@ def converse(router_url: str, user: int, history: list[dict[str, str]]) -> None:
 def test_follow_ups_land_where_the_engines_say_the_prefix_is(fleet: KvFleet) -> None:
     router = fleet.router.url
     histories: list[list[dict[str, str]]] = [[] for _ in range(USERS)]
-    with ThreadPoolExecutor(USERS) as pool:
-        for _ in range(ROUNDS):
-            list(pool.map(lambda u: converse(router, u, histories[u]), range(USERS)))
-            settle(fleet.router)
 
     def count(name: str, **labels: str) -> float:
         return metric(router, name, **labels)
 
+    def snapshot() -> dict[str, float]:
+        return {
+            "yes": count("pdstack_router_kv_prefill_longest_prefix_total", result="yes"),
+            "no": count("pdstack_router_kv_prefill_longest_prefix_total", result="no"),
+            "exact": count("pdstack_router_kv_predictions_total", result="exact"),
+            "over": count("pdstack_router_kv_predictions_total", result="over"),
+            "predicted": count("pdstack_router_kv_predicted_cached_tokens_sum", role="prefill"),
+            "hits": sum(metric(s.url, "vllm:prefix_cache_hits") for s in fleet.prefills),
+        }  # the simulator's counter has no _total suffix
+
+    with ThreadPoolExecutor(USERS) as pool:
+        list(pool.map(lambda u: converse(router, u, histories[u]), range(USERS)))
+        settle(fleet.router)
+        # Round 1 races: prompts arrive together, before any engine reported their blocks.
+        before = snapshot()
+        for _ in range(ROUNDS - 1):
+            list(pool.map(lambda u: converse(router, u, histories[u]), range(USERS)))
+            settle(fleet.router)
+    after = snapshot()
+    delta = {k: after[k] - before[k] for k in after}
+    follow_ups = USERS * (ROUNDS - 1)
+
     assert count("pdstack_router_kv_hash_checks_total", result="mismatch") == 0
     assert count("pdstack_router_kv_hash_checks_total", result="match") > 0
-    # Every prefill with a cached prefix somewhere went to the engine holding the longest.
-    assert count("pdstack_router_kv_prefill_longest_prefix_total", result="no") == 0
-    assert count("pdstack_router_kv_prefill_longest_prefix_total", result="yes") >= USERS
-    # The engine reported the cached tokens the router predicted, never fewer.
-    predictions = USERS * ROUNDS
-    assert count("pdstack_router_kv_predictions_total", result="over") == 0
-    assert count("pdstack_router_kv_predictions_total", result="exact") == predictions
-    hits = sum(metric(s.url, "vllm:prefix_cache_hits") for s in fleet.prefills)  # no _total
-    predicted = count("pdstack_router_kv_predicted_cached_tokens_sum", role="prefill")
-    assert hits == predicted > 0
+    # Every follow-up went to the engine holding the conversation's longest prefix...
+    assert (delta["yes"], delta["no"]) == (follow_ups, 0)
+    # ...which then reported exactly the cached tokens the router predicted.
+    assert delta["exact"] == follow_ups and after["over"] == 0
+    assert delta["hits"] == delta["predicted"] > 0
 
 
 def test_a_restarted_simulator_is_noticed_from_its_numbering(fleet: KvFleet) -> None:
