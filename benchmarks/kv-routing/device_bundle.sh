@@ -27,7 +27,7 @@ pins=()
 for name in fastapi starlette pydantic pydantic_core annotated-types annotated-doc \
         typing-inspection typing_extensions anyio sniffio opentelemetry-api uvicorn httptools \
         uvloop orjson msgspec pyzmq pyyaml prometheus_client aiohttp aiohappyeyeballs aiosignal \
-        attrs frozenlist multidict propcache yarl idna; do
+        attrs frozenlist multidict propcache yarl idna click h11; do
     p=$(pin "$name")
     [ -n "$p" ] || { echo "no pin for $name in router/constraints.txt" >&2; exit 1; }
     pins+=("$p")
