@@ -19,7 +19,7 @@ rm -rf "$SITE"
 mkdir -p "$SITE/bin"
 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$SITE" "$BUNDLE"/wheels/*.whl > "$OUT/pip.txt" 2>&1 || { cat "$OUT/pip.txt"; exit 1; }
-tar -C "$SITE" -xJf "$BUNDLE"/vllm_router-*-stripped.tar.xz
+tar -C "$SITE" -xJf "$BUNDLE"/wheels/vllm_router-*-stripped.tar.xz
 xz -dc "$BUNDLE/llm-d-inference-sim.xz" > "$SITE/bin/llm-d-inference-sim"
 chmod +x "$SITE/bin/llm-d-inference-sim"
 cat > "$SITE/bin/vllm-router" <<EOS
@@ -33,5 +33,5 @@ echo "python $("$PY" -V 2>&1), $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loada
     | tee "$OUT/log.txt"
 "$PY" benchmarks/kv-routing/bench_kv.py --out /tmp/pdstack-kv-results \
     --sim "$SITE/bin/llm-d-inference-sim" --vllm-router "$SITE/bin/vllm-router" \
-    --parallel 5 "$@" 2>&1 | tee -a "$OUT/log.txt"
+    --parallel 5 --duration 25 "$@" 2>&1 | tee -a "$OUT/log.txt"
 cp /tmp/pdstack-kv-results/results.json /tmp/pdstack-kv-results/table.md "$OUT/"

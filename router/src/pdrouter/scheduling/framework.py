@@ -106,7 +106,10 @@ class Profile:
             candidates = f.apply(candidates, request)
         if not candidates:
             raise NoCandidate(f"profile {self.name!r}: no candidate left")
-        chosen = self.picker.choose(candidates, self.keys(candidates, request))
+        if len(candidates) == 1:
+            chosen = candidates[0]  # nothing to weigh
+        else:
+            chosen = self.picker.choose(candidates, self.keys(candidates, request))
         for observer in self._observers:
             observer.on_pick(chosen, request)
         return chosen
