@@ -151,3 +151,24 @@ def test_pd_scheduler_runs_cached_prompts_direct() -> None:
     assert plan.decision is PdDecision.DIRECT and plan.decode.id == "d"
     fresh = RequestFeatures("tiny", prompt_tokens=170, block_hashes=(1, 2, 3), block_size=16)
     assert sched.plan(engines, fresh).decision is PdDecision.DISAGGREGATED
+
+
+def test_kv_profile_spreads_new_conversations_but_keeps_follow_ups() -> None:
+    """Prefix affinity alone herds: the engine that first holds a shared system prompt would
+    attract every new conversation while the others stay empty (and it evicts)."""
+    index = KvBlockIndex()
+    system, conversation = tuple(range(1, 5)), tuple(range(100, 106))
+    index.store("a", system + conversation)
+    settings = load_settings(
+        [*STATIC, "--routing-logic", "disagg_prefill", "--kv-events", "--prefill-profile",
+         "kv_prefix"],
+        {},
+    )  # fmt: skip
+    sched = build_pd_scheduler(settings, index)
+    engines = [engine(n, Role.PREFILL) for n in "abcd"] + [engine("x", Role.DECODE)]
+    new = RequestFeatures("tiny", prompt_tokens=160, block_hashes=(*system, 7), block_size=16)
+    assert sched.plan(engines, new).prefill.id != "a"  # type: ignore[union-attr]
+    follow_up = RequestFeatures(
+        "tiny", prompt_tokens=176, block_hashes=system + conversation, block_size=16
+    )
+    assert sched.plan(engines, follow_up).prefill.id == "a"  # type: ignore[union-attr]

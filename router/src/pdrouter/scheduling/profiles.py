@@ -12,7 +12,7 @@ from pdrouter.kvcache.index import KvBlockIndex
 from pdrouter.scheduling.filters import FILTERS
 from pdrouter.scheduling.framework import Profile, Scorer, WeightedScorer
 from pdrouter.scheduling.pickers import PICKERS
-from pdrouter.scheduling.scorers.kv_prefix import KvPrefix
+from pdrouter.scheduling.scorers.kv_prefix import KvBalance, KvPrefix
 from pdrouter.scheduling.scorers.load import (
     KvHeadroom,
     decode_load_scorer,
@@ -39,10 +39,15 @@ class ScorerContext:
     prefix_memory: PrefixMemory | None = None  # share one memory instead of a fresh one
 
 
-def _kv_prefix(ctx: ScorerContext) -> Scorer:
-    if ctx.kv_index is None:
-        raise ValueError("scorer 'kv_prefix' needs --kv-events")
-    return KvPrefix(ctx.kv_index)
+def _needs_index(
+    name: str, make: Callable[[KvBlockIndex], Scorer]
+) -> Callable[[ScorerContext], Scorer]:
+    def build(ctx: ScorerContext) -> Scorer:
+        if ctx.kv_index is None:
+            raise ValueError(f"scorer {name!r} needs --kv-events")
+        return make(ctx.kv_index)
+
+    return build
 
 
 SCORERS: dict[str, Callable[[ScorerContext], Scorer]] = {
@@ -55,7 +60,8 @@ SCORERS: dict[str, Callable[[ScorerContext], Scorer]] = {
     "prefix_memory": lambda ctx: (
         ctx.prefix_memory or PrefixMemory(ctx.prefix_chunk_chars, ctx.prefix_max_entries)
     ),
-    "kv_prefix": _kv_prefix,
+    "kv_prefix": _needs_index("kv_prefix", KvPrefix),
+    "kv_balance": _needs_index("kv_balance", KvBalance),
 }
 
 
@@ -74,6 +80,14 @@ def prefix_aware_spec(slack: float = PREFIX_SLACK) -> ProfileSpec:
 def builtin_profiles(kv_weight: float) -> dict[str, dict[str, ProfileSpec]]:
     """The built-in profiles of each role; `kv_weight` is --kv-prefix-weight."""
     decode_load = [_s("decode_load"), _s("kv_headroom", tier=1), _s("waiting", tier=2)]
+    # A fully cached prompt is worth kv_weight queued requests; the engine holding the most
+    # blocks pays half that, so new conversations spread while follow-ups stay.
+    kv_scorers = [
+        _s("kv_prefix", kv_weight),
+        _s("kv_balance", kv_weight / 2),
+        _s("queue"),
+        _s("running", tier=1),
+    ]
     return {
         # Aggregated serving: the names of --routing-logic.
         "both": {
@@ -83,9 +97,7 @@ def builtin_profiles(kv_weight: float) -> dict[str, dict[str, ProfileSpec]]:
                 scorers=[_s("session"), _s("queue", tier=1), _s("running", tier=2)]
             ),
             "prefix_aware": prefix_aware_spec(),
-            "kv_aware": ProfileSpec(
-                scorers=[_s("queue"), _s("kv_prefix", kv_weight), _s("running", tier=1)]
-            ),
+            "kv_aware": ProfileSpec(scorers=kv_scorers),
         },
         # PD prefill, among the dedicated prefill engines (`both` ones when there are none).
         "prefill": {
@@ -93,9 +105,7 @@ def builtin_profiles(kv_weight: float) -> dict[str, dict[str, ProfileSpec]]:
             "least_queue": ProfileSpec(
                 filters=["least_queue"], scorers=[_s("prefix_memory"), _s("running", tier=1)]
             ),
-            "kv_prefix": ProfileSpec(
-                scorers=[_s("kv_prefix", kv_weight), _s("queue"), _s("running", tier=1)]
-            ),
+            "kv_prefix": ProfileSpec(scorers=kv_scorers),
             "session": ProfileSpec(
                 scorers=[_s("session"), _s("queue", tier=1), _s("running", tier=2)]
             ),

@@ -1,5 +1,6 @@
 """Prefix affinity from what the engines report: the share of the prompt's KV blocks each
-engine holds, per the KV-event index (engines' BlockStored/BlockRemoved/AllBlocksCleared)."""
+engine holds, per the KV-event index (engines' BlockStored/BlockRemoved/AllBlocksCleared); and
+the balance of what they hold, which keeps prefix affinity from herding."""
 
 from __future__ import annotations
 
@@ -34,3 +35,22 @@ class KvPrefix:
         if not total or not request.block_hashes:
             return [0.0] * len(candidates)
         return [n / total for n in cached_blocks(self.index, candidates, request)]
+
+
+class KvBalance:
+    """Minus the engine's share of the largest cache among the candidates (-1..0): an engine
+    holding far less than the others has room. Without it, prefix affinity herds: the first
+    engines to hold a shared system prompt attract every new conversation, while the others
+    stay empty and the busy ones evict (measured: benchmarks/kv-routing, scenario evict)."""
+
+    name = "kv_balance"
+
+    def __init__(self, index: KvBlockIndex) -> None:
+        self.index = index
+
+    def score(self, candidates: Sequence[EngineView], request: RequestFeatures) -> list[float]:
+        held = [self.index.blocks(c.id) for c in candidates]
+        most = max(held, default=0)
+        if not most:
+            return [0.0] * len(candidates)
+        return [-h / most for h in held]
