@@ -90,7 +90,7 @@ bench-router: $(STAMP) ## Router overhead table, pdstack vs vllm-router (BENCH_R
 soak: $(STAMP) ## Long mixed load with injected faults; reports RSS and descriptors
 	$(PY) -m benchmarks.soak.soak
 
-image: ## Router image: hadolint, podman build (local debootstrap base if no registry), a request through it
+image: ## Router image localhost/pdstack-router: hadolint, podman build, a request through it (PUSH_TO=registry/repo pushes it)
 	bash scripts/build-image.sh
 
 clean: ## Remove caches, results and the virtual environments

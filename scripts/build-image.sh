@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make image`: lint Dockerfile.router with hadolint, build pdstack/router:<appVersion> with podman
-# (or buildah), then run it against a fake engine and send one request (scripts/image-smoke.sh).
+# `make image`: lint Dockerfile.router with hadolint, build localhost/pdstack-router:<appVersion>
+# with podman (or buildah), then run it against a fake engine and send one request
+# (scripts/image-smoke.sh).
 #
 #   IMAGE_BASE=auto|pull|local  auto (default): use python:3.11-slim-bookworm if it is in local
 #                               storage or can be pulled, else make a local base with debootstrap
@@ -10,6 +11,9 @@
 #   STORAGE_DRIVER=vfs          podman storage driver (vfs works where overlay cannot); images
 #                               live in .cache/containers, saved to .cache/images/*.tar.
 #   BUILD_CA_BUNDLE=FILE        CA bundle pip must trust during the build (default: $PIP_CERT).
+#   PUSH_TO=REGISTRY/REPO       after the smoke run, push the image as REGISTRY/REPO:<appVersion>
+#                               (log in first: podman login REGISTRY); the chart then takes
+#                               routerSpec.repository=REGISTRY/REPO.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -19,10 +23,10 @@ DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 UPSTREAM_BASE=python:3.11-slim-bookworm
 LOCAL_BASE=localhost/pdstack-base:python3.11-bookworm
 VERSION=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\} *$/\1/p' charts/pdstack/Chart.yaml)
-# pdstack/router and the chart's default routerSpec.repository (pdstack/pdstack-router), fully
-# qualified: podman would otherwise store them as localhost/..., a name a cluster's
-# `pdstack/pdstack-router:<tag>` never matches after `kind load`.
-TAGS=("docker.io/pdstack/router:$VERSION" "docker.io/pdstack/pdstack-router:$VERSION")
+# A localhost/ name: no public registry serves it, so a cluster never pulls somebody else's image
+# under it; `kind load` / `minikube image load` of the archive keep the name, and the tutorials
+# install with routerSpec.repository=localhost/pdstack-router.
+TAGS=("localhost/pdstack-router:$VERSION")
 STORAGE_DRIVER=${STORAGE_DRIVER:-vfs}
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -47,7 +51,7 @@ ensure_tool() {
         return
     fi
     echo "podman is not installed: apt-get install podman debootstrap (as root), or build with" >&2
-    echo "  docker build -f Dockerfile.router -t ${TAGS[1]} ." >&2
+    echo "  docker build -f Dockerfile.router -t ${TAGS[0]} ." >&2
     exit 1
 }
 
@@ -122,7 +126,7 @@ build() {
     local archive=".cache/images/pdstack-router-$VERSION.tar"
     mkdir -p .cache/images
     rm -f "$archive" # docker-archive cannot add to an existing file
-    pm save --format docker-archive -o "$archive" "${TAGS[1]}"
+    pm save --format docker-archive -o "$archive" "${TAGS[0]}"
     echo "saved $archive"
     pm image prune -f >/dev/null 2>&1 || true # untagged images of earlier builds
 }
@@ -134,4 +138,9 @@ BASE=$(pick_base)
 build "$BASE"
 if [ "${IMAGE_SMOKE:-1}" = 1 ]; then
     STORAGE_DRIVER=$STORAGE_DRIVER bash scripts/image-smoke.sh "${TAGS[0]}"
+fi
+if [ -n "${PUSH_TO:-}" ]; then
+    step "pushing ${TAGS[0]} to $PUSH_TO:$VERSION"
+    pm push "${TAGS[0]}" "docker://$PUSH_TO:$VERSION"
+    echo "install with --set routerSpec.repository=$PUSH_TO"
 fi

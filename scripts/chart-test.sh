@@ -2,7 +2,11 @@
 # Test the pdstack chart: install the pinned tools, then for the chart and every values file
 #   1. helm lint --strict
 #   2. helm unittest (suites in charts/pdstack/tests)
-#   3. helm template | kubeconform -strict against offline Kubernetes schemas
+#   3. helm template | kubeconform -strict against offline Kubernetes schemas (the shipped values
+#      files and the unit-test fixtures)
+#   4. actionlint on the GitHub workflows (the release workflow publishes the image and chart)
+# Every render names the router image as the tutorials do (localhost/pdstack-router, what
+# `make image` builds): the chart requires one until the image is published.
 # Exits non-zero on any failure and prints a summary at the end.
 set -uo pipefail
 
@@ -16,6 +20,7 @@ K8S_VERSION=1.33.0
 SCHEMA_LOCATION="$TOOLS/k8s-schemas/v$K8S_VERSION-strict/{{ .ResourceKind }}{{ .KindSuffix }}.json"
 # CRDs have no schema in the offline set; they are skipped by kind (listed in the summary).
 SKIP_KINDS=ServiceMonitor,ScaledObject
+ROUTER_IMAGE=(--set routerSpec.repository=localhost/pdstack-router)
 
 "$ROOT/scripts/install-tools.sh" || { echo "chart-test: tool install failed"; exit 1; }
 
@@ -47,7 +52,7 @@ check() {
 render() {
   # Render as an install would into a cluster that has the Prometheus Operator, with every
   # optional object on, so the ServiceMonitor and NetworkPolicy paths are rendered too.
-  "$HELM" template vllm "$CHART" -f "$1" --kube-version "$K8S_VERSION" \
+  "$HELM" template vllm "$CHART" -f "$1" --kube-version "$K8S_VERSION" "${ROUTER_IMAGE[@]}" \
     --api-versions monitoring.coreos.com/v1 --set networkPolicy.enabled=true
 }
 
@@ -59,11 +64,12 @@ conform() {
 }
 
 values_files=(values/*.yaml)
+fixture_files=("$CHART"/tests/values/*.yaml)
 
 echo "== helm lint --strict"
-check "lint chart defaults" "$HELM" lint --strict "$CHART" --kube-version "$K8S_VERSION"
+check "lint chart defaults" "$HELM" lint --strict "$CHART" --kube-version "$K8S_VERSION" "${ROUTER_IMAGE[@]}"
 for f in "${values_files[@]}"; do
-  check "lint $f" "$HELM" lint --strict "$CHART" -f "$f" --kube-version "$K8S_VERSION"
+  check "lint $f" "$HELM" lint --strict "$CHART" -f "$f" --kube-version "$K8S_VERSION" "${ROUTER_IMAGE[@]}"
 done
 
 echo "== helm unittest"
@@ -82,17 +88,21 @@ cases=$(sed -n 's/^Tests: *\(.*\)$/\1/p' "$unittest_out")
 rm -f "$unittest_out"
 
 echo "== kubeconform -strict (Kubernetes $K8S_VERSION, skipping $SKIP_KINDS)"
-for f in "${values_files[@]}"; do
+for f in "${values_files[@]}" "${fixture_files[@]}"; do
   check "kubeconform $f" conform "$f"
   grep '^Summary' "$log" | sed 's/^/      /'
 done
 
+echo "== actionlint"
+workflows=(.github/workflows/*.yaml)
+check "actionlint ${workflows[*]}" "$BIN/actionlint" "${workflows[@]}"
+
 echo
 echo "chart-test summary:"
-echo "  helm $("$HELM" version --template '{{.Version}}'), helm-unittest $("$HELM" plugin list | awk '$1 == "unittest" {print $2}'), kubeconform $("$BIN/kubeconform" -v)"
+echo "  helm $("$HELM" version --template '{{.Version}}'), helm-unittest $("$HELM" plugin list | awk '$1 == "unittest" {print $2}'), kubeconform $("$BIN/kubeconform" -v), actionlint $("$BIN/actionlint" -version | head -1)"
 echo "  unittest suites: ${suites:-?}"
 echo "  unittest cases:  ${cases:-?}"
-echo "  values files:    ${#values_files[@]} (lint + kubeconform each)"
+echo "  values files:    ${#values_files[@]} (lint + kubeconform each), fixtures: ${#fixture_files[@]} (kubeconform)"
 passed=$((checks - ${#failures[@]}))
 echo "$passed passed, ${#failures[@]} failed"
 if ((${#failures[@]})); then

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the router image against a fake engine on this host and send one request.
-#   bash scripts/image-smoke.sh [IMAGE]     (default pdstack/router:<appVersion>)
+#   bash scripts/image-smoke.sh [IMAGE]     (default localhost/pdstack-router:<appVersion>)
 # The container shares the host network (loopback only) and runs as the image's user (10001).
 # `podman run` first; where the OCI runtime may not set rlimits (some sandboxes), the image's
 # ENTRYPOINT is run with `buildah run --isolation chroot` on a working container instead.
@@ -8,7 +8,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 VERSION=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\} *$/\1/p' charts/pdstack/Chart.yaml)
-IMAGE=${1:-pdstack/router:$VERSION}
+IMAGE=${1:-localhost/pdstack-router:$VERSION}
 STORAGE_DRIVER=${STORAGE_DRIVER:-vfs}
 PY=.venv/bin/python
 NAME=pdstack-image-smoke-$$

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install the pinned chart tooling into the git-ignored .tools/ folder:
 #   helm (v3, built from the Go module proxy), the helm-unittest plugin (built from its
-#   downloaded module, installed as a helm plugin inside .tools/), kubeconform, and the
-#   offline Kubernetes JSON schemas shipped by the kubernetes-validate PyPI package.
+#   downloaded module, installed as a helm plugin inside .tools/), kubeconform, actionlint (lints
+#   the release workflow), and the offline Kubernetes JSON schemas shipped by the
+#   kubernetes-validate PyPI package.
 # Idempotent: each tool is checked by asking the installed binary for its version, so a
 # second run builds nothing. Nothing is written to $HOME: Go and helm caches live in .tools/.
 set -euo pipefail
@@ -14,6 +15,7 @@ BIN="$TOOLS/bin"
 HELM_VERSION=v3.21.3          # same helm library version helm-unittest v1.1.2 links against
 HELM_UNITTEST_VERSION=v1.1.2
 KUBECONFORM_VERSION=v0.8.0
+ACTIONLINT_VERSION=v1.7.12
 KUBERNETES_VALIDATE_VERSION=1.37.0
 # Kubernetes version whose schemas kubeconform validates against (shipped by the wheel above);
 # scripts/chart-test.sh renders for the same version.
@@ -124,6 +126,22 @@ install_kubeconform() {
   say "kubeconform: $("$BIN/kubeconform" -v)"
 }
 
+install_actionlint() {
+  # A small static binary (a few pure-Go modules); built without cgo like the others.
+  local have=""
+  [[ -x "$BIN/actionlint" ]] && have=$("$BIN/actionlint" -version 2>/dev/null | head -1 || true)
+  if [[ "$have" == "$ACTIONLINT_VERSION" ]]; then
+    say "actionlint $ACTIONLINT_VERSION already installed"
+    return
+  fi
+  need go "actionlint is built from the Go module proxy"
+  say "building actionlint $ACTIONLINT_VERSION"
+  GOBIN="$BIN" go install -trimpath \
+    -ldflags "-s -w -X github.com/rhysd/actionlint.version=$ACTIONLINT_VERSION" \
+    "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
+  say "actionlint: $("$BIN/actionlint" -version | head -1)"
+}
+
 install_schemas() {
   # The wheel ships standalone JSON schemas per Kubernetes version; we unpack only the
   # strict set of one version, without installing the package anywhere.
@@ -171,5 +189,6 @@ PY
 install_helm
 install_helm_unittest
 install_kubeconform
+install_actionlint
 install_schemas
 say "done: tools in .tools/bin, helm plugins in .tools/helm/plugins"

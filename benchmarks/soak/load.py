@@ -31,7 +31,7 @@ def _body(rng: random.Random, chat: bool, stream: bool) -> dict[str, object]:
     return body
 
 
-def _sse_error(raw: bytes) -> str | None:
+def sse_error(raw: bytes) -> str | None:
     for line in reversed(raw.split(b"\n")):
         if line.startswith(b"data: {") and b'"error"' in line:
             return str(orjson.loads(line[6:])["error"]["code"])
@@ -66,7 +66,7 @@ async def one_request(
             code = f"http_{resp.status}"
         return Outcome(code, now - started, now)
     if stream:
-        code = _sse_error(raw)
+        code = sse_error(raw)
         if code is not None:
             return Outcome(code, now - started, now)
         if not raw.rstrip().endswith(b"data: [DONE]"):

@@ -6,59 +6,21 @@ The tools (helm, helm-unittest, kubeconform) are installed by scripts/install-to
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "pdstack"
-TOOLS = ROOT / ".tools"
-HELM = TOOLS / "bin" / "helm"
+from tests.chart.helm import ROOT, ROUTER_IMAGE, helm_template, run_script
 
 pytestmark = pytest.mark.chart
-
-
-def _helm_env() -> dict[str, str]:
-    """Keep helm's plugins and caches inside .tools/, as the scripts do."""
-    env = dict(os.environ)
-    helm_home = TOOLS / "helm"
-    env.update(
-        HELM_PLUGINS=str(helm_home / "plugins"),
-        HELM_DATA_HOME=str(helm_home / "data"),
-        HELM_CONFIG_HOME=str(helm_home / "config"),
-        HELM_CACHE_HOME=str(helm_home / "cache"),
-    )
-    return env
-
-
-@pytest.fixture(scope="session")
-def tools() -> None:
-    """Install the pinned tools once (instant when they are already there)."""
-    run = subprocess.run(
-        [str(ROOT / "scripts" / "install-tools.sh")],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1800,
-    )
-    if run.returncode != 0:
-        pytest.fail(f"install-tools.sh failed:\n{run.stdout}\n{run.stderr}")
 
 
 @pytest.mark.slow
 def test_chart_test_script_passes(tools: None) -> None:
     """lint --strict, helm unittest and kubeconform on every values file all pass."""
-    run = subprocess.run(
-        [str(ROOT / "scripts" / "chart-test.sh")],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1200,
-    )
+    run = run_script("chart-test.sh", timeout=1200)
     assert run.returncode == 0, f"chart-test.sh failed:\n{run.stdout}\n{run.stderr}"
     assert "0 failed" in run.stdout
 
@@ -75,7 +37,7 @@ def _pd(**router: Any) -> dict[str, Any]:
     """A valid NIXL prefill/decode pair; tests break one thing at a time."""
     return {
         "servingEngineSpec": {"modelSpec": [_spec("p", "prefill"), _spec("d", "decode")]},
-        "routerSpec": {"routingLogic": "disagg_prefill", **router},
+        "routerSpec": {"routingLogic": "disagg_prefill", "repository": "r/router", **router},
     }
 
 
@@ -88,7 +50,7 @@ def _lmcache_pd(**router: Any) -> dict[str, Any]:
                 {"name": "d", "role": "decode", "modelURL": "org/m", "lmcacheConfig": lmcache},
             ]
         },
-        "routerSpec": {"routingLogic": "disagg_prefill", **router},
+        "routerSpec": {"routingLogic": "disagg_prefill", "repository": "r/router", **router},
     }
 
 
@@ -166,14 +128,7 @@ def test_bad_values_fail_naming_the_key(
     """helm template refuses the values and its error names what to fix."""
     values_file = tmp_path / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
-    run = subprocess.run(
-        [str(HELM), "template", "vllm", str(CHART), "-f", str(values_file)],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=_helm_env(),
-        timeout=120,
-    )
+    run = helm_template("-f", str(values_file))
     assert run.returncode != 0, f"helm template accepted bad values:\n{run.stdout[:2000]}"
     assert expected in run.stderr, run.stderr
 
@@ -182,14 +137,35 @@ def test_good_values_render(tools: None, tmp_path: Path) -> None:
     """The unbroken fixture renders, so the failures above are the broken key's doing."""
     values_file = tmp_path / "values.yaml"
     values_file.write_text(yaml.safe_dump(_pd()))
-    run = subprocess.run(
-        [str(HELM), "template", "vllm", str(CHART), "-f", str(values_file)],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=_helm_env(),
-        timeout=120,
-    )
+    run = helm_template("-f", str(values_file), *ROUTER_IMAGE)
     assert run.returncode == 0, run.stderr
     kinds = [doc["kind"] for doc in yaml.safe_load_all(run.stdout) if doc]
     assert kinds.count("Deployment") == 3
+
+
+def test_prometheus_adapter_rule_serves_the_hpa_metric(tools: None) -> None:
+    """tutorials/assets/prometheus-adapter-values.yaml publishes, per pod, the metric the chart's
+    HPAs ask for, from the series the engine ServiceMonitor scrapes."""
+    run = helm_template(
+        "-f",
+        str(ROOT / "values" / "values-xpyd.yaml"),
+        *ROUTER_IMAGE,
+        "--show-only",
+        "templates/hpa.yaml",
+    )
+    assert run.returncode == 0, run.stderr
+    hpas = [d for d in yaml.safe_load_all(run.stdout) if d]
+    wanted = {m["pods"]["metric"]["name"] for h in hpas for m in h["spec"]["metrics"]}
+    adapter = yaml.safe_load(
+        (ROOT / "tutorials" / "assets" / "prometheus-adapter-values.yaml").read_text()
+    )
+    served = {}
+    for rule in adapter["rules"]["custom"]:
+        assert rule["resources"]["overrides"] == {
+            "namespace": {"resource": "namespace"},
+            "pod": {"resource": "pod"},
+        }
+        served[rule["name"]["as"]] = rule["seriesQuery"]
+    assert wanted and wanted <= set(served), f"HPAs read {wanted}, the adapter serves {set(served)}"
+    for name in wanted:
+        assert served[name].startswith(name + "{")

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.docs.markdown import ROOT, Block, all_blocks, blocks, tutorial_files
 from tests.docs.stacks import demo_stack, fake_pd_stack, run_block
@@ -99,3 +101,84 @@ def test_tutorial_01_against_make_demo() -> None:
     # What the tutorial tells the reader to look for: a real PD decision and both engine legs.
     assert 'decision="disaggregated"' in joined
     assert 'phase="prefill"' in joined and 'phase="decode"' in joined
+
+
+def _helm_block(tutorial: str, marker: str) -> str:
+    """The helm command of a tutorial's run block that contains `marker`, without its grep."""
+    path = ROOT / "tutorials" / tutorial
+    block = next(b for b in _by_file(path) if marker in b.text)
+    command = block.text.split("| grep")[0]
+    return command.replace("\\\n", " ")
+
+
+def test_tutorial_06_labels_every_service_monitor_for_kube_prometheus_stack(helm: Path) -> None:
+    # kube-prometheus-stack selects ServiceMonitors by `release`: an unlabelled engine one means
+    # no vllm:* series, so no dashboards and no autoscaling.
+    command = _helm_block("06-observability.md", "servicemonitor.yaml")
+    run = subprocess.run(
+        ["bash", "-c", command], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    monitors = [d for d in yaml.safe_load_all(run.stdout) if d]
+    assert {m["metadata"]["name"] for m in monitors} == {"vllm-engines", "vllm-router"}
+    for monitor in monitors:
+        assert monitor["metadata"]["labels"].get("release") == "kube-prometheus-stack", monitor
+
+
+# production-stack's object names (helm/templates at a6c01db0) and its default labels.
+PRODUCTION_STACK_NAMES = {
+    ("Deployment", "engine"): "<release>-<name>-deployment-vllm",
+    ("Deployment", "router"): "<release>-deployment-router",
+    ("Deployment", "cache-server"): "<release>-deployment-cache-server",
+    ("ServiceAccount", "router"): "<release>-router-service-account",
+    ("Role", "router"): "<release>-reader",
+    ("RoleBinding", "router"): "<release>-deployment-access-binding",
+}
+PRODUCTION_STACK_LABELS = [
+    "environment: test",
+    "release: test",
+    "environment: router",
+    "release: router",
+    "model: <name>",
+    "helm-release-name",
+    "app.kubernetes.io/component: serving-engine",
+]
+
+
+def test_migration_tables_cover_renamed_objects_and_dropped_labels(helm: Path) -> None:
+    run = subprocess.run(
+        [
+            str(HELM),
+            "template",
+            "release",
+            "charts/pdstack",
+            "-f",
+            "values/values-lmcache-cacheserver.yaml",
+            "--set",
+            "routerSpec.repository=localhost/pdstack-router",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    docs = [d for d in yaml.safe_load_all(run.stdout) if d]
+    specs = {"mistral-prefill", "mistral-decode"}
+    ours = {}
+    for doc in docs:
+        component = doc["metadata"].get("labels", {}).get("pdstack.io/component")
+        key = (doc["kind"], component)
+        if key in PRODUCTION_STACK_NAMES:
+            name = doc["metadata"]["name"].replace("release-", "<release>-", 1)
+            for spec in specs:
+                name = name.replace(spec, "<name>")
+            ours[key] = name
+    assert set(ours) == set(PRODUCTION_STACK_NAMES)
+    for where in ("tutorials/08-migrating-from-production-stack.md", "docs/chart.md"):
+        text = (ROOT / where).read_text()
+        rows = [line for line in text.splitlines() if line.startswith("|")]
+        for key, theirs in PRODUCTION_STACK_NAMES.items():
+            assert any(theirs in row and ours[key] in row for row in rows), (
+                f"{where}: no table row maps {theirs} to {ours[key]}"
+            )
+        for label in PRODUCTION_STACK_LABELS:
+            assert any(label in row for row in rows), f"{where}: label {label} not in a table"

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -61,7 +62,8 @@ class FakeEngine:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.knobs.get("tls_cert") else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> FakeEngine:
         """Spawn the process and wait until it answers HTTP."""
@@ -110,8 +112,11 @@ class FakeEngine:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method)
         req.add_header("Content-Type", "application/json")
+        tls = None
+        if self.knobs.get("tls_cert"):  # serving HTTPS with a test certificate: trust it
+            tls = ssl.create_default_context(cafile=self.knobs["tls_cert"])
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout, context=tls) as resp:
                 return json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as exc:
             raise RuntimeError(f"{method} {path}: {exc.code} {exc.read()!r}") from exc

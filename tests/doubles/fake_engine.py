@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import sys
 from pathlib import Path
 
@@ -45,7 +46,9 @@ def build_app(state: EngineState) -> web.Application:
     return app
 
 
-async def serve(knobs: Knobs, host: str, port: int, port_file: str | None) -> None:
+async def serve(
+    knobs: Knobs, host: str, port: int, port_file: str | None, tls: ssl.SSLContext | None = None
+) -> None:
     """Listen until SIGTERM/SIGINT; write the bound port to ``port_file`` once ready."""
     state = EngineState(knobs)
     # handler_cancellation: a client that disconnects cancels its handler, as in vLLM.
@@ -53,7 +56,7 @@ async def serve(knobs: Knobs, host: str, port: int, port_file: str | None) -> No
         build_app(state), access_log=None, handler_cancellation=True, shutdown_timeout=0.5
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True, backlog=4096)
+    site = web.TCPSite(runner, host, port, reuse_address=True, backlog=4096, ssl_context=tls)
     await site.start()
     state.port = int(runner.addresses[0][1])
     if port_file:
@@ -80,7 +83,11 @@ def main(argv: list[str] | None = None) -> None:
         level=os.environ.get("FAKE_ENGINE_LOG_LEVEL", "WARNING"),
         format="%(asctime)s fake_engine[%(process)d] %(levelname)s %(message)s",
     )
-    coro = serve(knobs, args.host, args.port, args.port_file)
+    tls = None
+    if args.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+    coro = serve(knobs, args.host, args.port, args.port_file, tls)
     try:
         import uvloop  # optional: faster loop when installed
     except ImportError:

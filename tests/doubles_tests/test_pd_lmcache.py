@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -54,7 +55,7 @@ def test_prefill_notifies_each_tp_rank_and_decode_continues(
     first_tok = r.json()["kv_transfer_params"]["first_tok"]
     assert isinstance(first_tok, int)
     assert lmcache_proxy_sink.wait_for("req-7", 2) == 2
-    assert p.stats()["by_kind"] == {"lmcache_prefill": 1}
+    assert p.stats()["by_kind"] == {"tokenize": 1, "lmcache_prefill": 1}
     # Decode: prompt tokens + first token, max_tokens - 1, streamed (as LMCache's proxy does).
     body = {"model": "tiny", "prompt": [*tokens, first_tok], "max_tokens": 5, "stream": True}
     dec = httpx.post(d.url + "/v1/completions", json=body, timeout=10)
@@ -89,3 +90,19 @@ def test_notify_delay_and_live_proxy_port(
     lmcache_prefill(p, tokenize(p, PROMPT), "late")
     assert lmcache_proxy_sink.received == []  # not yet: the notification comes after the delay
     assert lmcache_proxy_sink.wait_for("late", 1) == 1
+
+
+def test_a_pd_sender_dies_on_a_request_without_disagg_spec(
+    fake_engine_factory,
+    lmcache_proxy_sink: ProxyNotifSink,  # type: ignore[no-untyped-def]
+) -> None:
+    """Like LMCache 0.5.6 on a GPU: tokenize and PD prefills are fine, a plain request kills."""
+    p = fake_engine_factory(lmcache_proxy_port=lmcache_proxy_sink.port, lmcache_pd_role="sender")
+    tokens = tokenize(p, PROMPT)
+    assert lmcache_prefill(p, tokens, "ok").status_code == 200
+    bad = httpx.post(p.url + "/v1/completions", json={"model": "tiny", "prompt": PROMPT})
+    assert bad.status_code == 500 and "fatal" in bad.json()["error"]["message"]
+    deadline = time.monotonic() + 5
+    while p.alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not p.alive

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.doubles.fixtures import fake_engine_factory, make_fake_engine_fixture  # noqa: F401
+from tests.faults.kube import KubeApiThread
 from tests.faults.report import MatrixRecorder
 
 # Engines shared by a whole test module (reset between scenarios with `.reset()`).
@@ -19,3 +21,13 @@ def matrix() -> Iterator[MatrixRecorder]:
     recorder = MatrixRecorder()
     yield recorder
     recorder.write()
+
+
+@pytest.fixture
+def kube(tmp_path: Path) -> Iterator[tuple[KubeApiThread, Path]]:
+    """The fake Kubernetes API (a test double) and a kubeconfig pointing at it."""
+    api = KubeApiThread()
+    try:
+        yield api, api.kubeconfig(tmp_path / "kubeconfig")
+    finally:
+        api.close()

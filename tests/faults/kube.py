@@ -18,8 +18,11 @@ NAMESPACE = "pdstack-faults"
 SELECTOR = "pdstack.io/component=engine"
 
 
-def engine_pod(engine: FakeEngine, role: str, uid: str) -> dict[str, Any]:
-    """A Running, Ready pod for a fake engine on loopback, labelled as the chart does."""
+def engine_pod(
+    engine: FakeEngine, role: str, uid: str, extra: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """A Running, Ready pod for a fake engine on loopback, labelled as the chart does; `extra`
+    adds labels (a relabel changes the pod's metadata, not its identity)."""
     return {
         "metadata": {
             "name": f"engine-{role}-{engine.port}",
@@ -30,6 +33,7 @@ def engine_pod(engine: FakeEngine, role: str, uid: str) -> dict[str, Any]:
                 "pdstack.io/component": "engine",
                 "pdstack.io/role": role,
                 "pdstack.io/model-spec": "tiny",
+                **(extra or {}),
             },
             "annotations": {"pdstack.io/model": "tiny", "pdstack.io/port": str(engine.port)},
         },
@@ -54,6 +58,7 @@ class KubeApiThread:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self.server.__aenter__(), self._loop).result(10)
         self.pods: dict[str, tuple[FakeEngine, str]] = {}  # uid -> (engine, role)
+        self.extra_labels: dict[str, dict[str, str]] = {}  # uid -> labels a test added
 
     def _pod_list(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -71,10 +76,19 @@ class KubeApiThread:
 
     def remove(self, uid: str) -> None:
         self.pods.pop(uid)
+        self.extra_labels.pop(uid, None)
+        self._publish()
+
+    def relabel(self, uid: str, **labels: str) -> None:
+        """Change a pod's labels in place (same uid): what `kubectl label` or a controller does."""
+        self.extra_labels[uid] = dict(labels)
         self._publish()
 
     def _publish(self) -> None:
-        items = [engine_pod(e, role, uid) for uid, (e, role) in self.pods.items()]
+        items = [
+            engine_pod(e, role, uid, self.extra_labels.get(uid))
+            for uid, (e, role) in self.pods.items()
+        ]
         self.server.lists = [self._pod_list(items)]  # the next (re-)list returns this
 
     def kubeconfig(self, path: Path) -> Path:

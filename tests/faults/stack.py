@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,14 +113,18 @@ def request_body(
 
 
 def call(
-    base_url: str, body: dict[str, Any], api: str = "completions", timeout: float = 15.0
+    base_url: str,
+    body: dict[str, Any],
+    api: str = "completions",
+    timeout: float = 15.0,
+    headers: dict[str, str] | None = None,
 ) -> Answer:
     """Send one request with a fresh connection; streams are read to the end."""
     path = "/v1/chat/completions" if api == "chat" else "/v1/completions"
     started = time.monotonic()
     with (
         httpx.Client(timeout=timeout) as client,
-        client.stream("POST", base_url + path, json=body) as resp,
+        client.stream("POST", base_url + path, json=body, headers=headers) as resp,
     ):
         raw = resp.read()
         elapsed = time.monotonic() - started
@@ -195,3 +201,35 @@ def raw_request(port: int, path: str, body: dict[str, Any]) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     sock.sendall(head + data)
     return sock
+
+
+class Load:
+    """Clients sending a mix of requests until stopped; every answer is kept."""
+
+    def __init__(self, url: str, workers: int = 2) -> None:
+        self.url = url
+        self.answers: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(workers)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _run(self, worker: int) -> None:
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            api = "chat" if n % 3 == 0 else "completions"
+            body = request_body(api=api, stream=(n + worker) % 2 == 0, max_tokens=6)
+            try:
+                ans = call(self.url, body, api=api, timeout=10)
+                self.answers[f"{ans.status} {ans.error_code or ''}".strip()] += 1
+            except Exception as exc:  # a transport error is a failure the test must see
+                self.answers[type(exc).__name__] += 1
+
+    def stop(self) -> Counter[str]:
+        self._stop.set()
+        for t in self._threads:
+            t.join(15)
+        return self.answers

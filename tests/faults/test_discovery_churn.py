@@ -9,10 +9,8 @@ watches it and re-lists every half second.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,52 +19,11 @@ import pytest
 from tests.doubles.engine_proc import FakeEngine
 from tests.faults.kube import NAMESPACE, SELECTOR, KubeApiThread
 from tests.faults.report import MatrixRecorder, MatrixRow
-from tests.faults.stack import call, engine_view, in_flight_total, request_body, wait_for
+from tests.faults.stack import Load, engine_view, in_flight_total, wait_for
 from tests.harness.router_proc import RouterProcess
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 DRAIN_S = 1.5  # a leaving engine keeps serving this long after discovery dropped it
-
-
-class Load:
-    """Clients sending a mix of requests until stopped; every answer is kept."""
-
-    def __init__(self, url: str, workers: int = 2) -> None:
-        self.url = url
-        self.answers: Counter[str] = Counter()
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(workers)
-        ]
-        for t in self._threads:
-            t.start()
-
-    def _run(self, worker: int) -> None:
-        n = 0
-        while not self._stop.is_set():
-            n += 1
-            api = "chat" if n % 3 == 0 else "completions"
-            body = request_body(api=api, stream=(n + worker) % 2 == 0, max_tokens=6)
-            try:
-                ans = call(self.url, body, api=api, timeout=10)
-                self.answers[f"{ans.status} {ans.error_code or ''}".strip()] += 1
-            except Exception as exc:  # a transport error is a failure the test must see
-                self.answers[type(exc).__name__] += 1
-
-    def stop(self) -> Counter[str]:
-        self._stop.set()
-        for t in self._threads:
-            t.join(15)
-        return self.answers
-
-
-@pytest.fixture
-def kube(tmp_path: Path) -> Iterator[tuple[KubeApiThread, Path]]:
-    api = KubeApiThread()
-    try:
-        yield api, api.kubeconfig(tmp_path / "kubeconfig")
-    finally:
-        api.close()
 
 
 def _router(kubeconfig: Path) -> RouterProcess:

@@ -33,7 +33,10 @@ def lmcache(
     fake_engine_factory_module: Any,
 ) -> Iterator[tuple[FakeEngine, FakeEngine, RouterProcess]]:
     proxy_port = free_port()
-    p = fake_engine_factory_module(role="prefill", tp_size=TP, lmcache_proxy_port=proxy_port)
+    # Like an LMCache 0.5.6 PD sender: a request without disagg_spec would kill it.
+    p = fake_engine_factory_module(
+        role="prefill", tp_size=TP, lmcache_proxy_port=proxy_port, lmcache_pd_role="sender"
+    )
     d = fake_engine_factory_module(role="decode", itl_ms=10)
     args = [
         *static_args([p, d], roles=["prefill", "decode"]),
@@ -103,6 +106,7 @@ def test_lmcache_kv_wait(
         assert ans.headers["x-pdstack-pd-phase"] == "kv_transfer"
         assert "/v1/completions" not in d.stats()["by_path"], "decode ran without its KV"
     assert wait_for(lambda: in_flight_total(router) == 0, 3)
+    assert p.alive, "the LMCache sender died"
     if status != 200:
         after = router.metrics()
         assert metric_delta(before, after, "pdstack_router_errors_total", code="timeout") == 1

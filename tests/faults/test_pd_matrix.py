@@ -126,7 +126,9 @@ def test_pd_fault(sc: Scenario, fleet: PdFleet, matrix: MatrixRecorder) -> None:
     if sc.router == "2p2d" and targeted:
         # Equally loaded engines take turns, so make the healthy peers of each faulty engine
         # report load: the scheduler then tries the faulty one first, and must recover from it.
-        busy = {"P": {"vllm:num_requests_waiting": 3}, "D": {"vllm:num_requests_running": 3}}
+        # More load than the failures earlier scenarios charged to the faulty one in the last
+        # --engine-failure-window (they count as load too).
+        busy = {"P": {"vllm:num_requests_waiting": 30}, "D": {"vllm:num_requests_running": 30}}
         for name, engine in fleet.slots.items():
             role = name[0]
             if name not in targeted and any(t[0] == role for t in targeted) and engine.alive:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pdrouter.discovery.endpoint import Endpoint, Role
-from pdrouter.stats.breaker import CircuitBreaker
+from pdrouter.stats.breaker import BreakerPolicy, CircuitBreaker
 from pdrouter.stats.engine_metrics import EngineMetrics
 from pdrouter.stats.engine_state import EngineState
 
@@ -30,7 +30,7 @@ def engine(
         lmcache_init_ports=init_ports,
         lmcache_alloc_ports=alloc_ports,
     )
-    state = EngineState(ep, CircuitBreaker(3, 10.0), 60.0)
+    state = EngineState(ep, CircuitBreaker(BreakerPolicy(failure_threshold=3, cooldown=10.0)), 60.0)
     state.metrics = EngineMetrics(running=running, waiting=waiting, kv_cache_usage=kv)
     state.in_flight = in_flight
     state.healthy = healthy

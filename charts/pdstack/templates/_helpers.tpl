@@ -12,17 +12,25 @@ Engine helpers take a dict: (dict "root" $ "spec" $spec "index" $i).
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* Labels every object carries. */}}
-{{- define "pdstack.labels" -}}
-helm.sh/chart: {{ include "pdstack.chart" . }}
+{{/*
+Labels of pod templates: only what stays the same across chart versions, so an upgrade that
+changes nothing in a pod (a router-only change, a chart version bump) restarts no engine.
+*/}}
+{{- define "pdstack.podLabels" -}}
 app.kubernetes.io/name: pdstack
 app.kubernetes.io/instance: {{ .Release.Name }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: pdstack
 {{- with .Values.commonLabels }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+{{/* Labels every object carries (pod templates use pdstack.podLabels: no chart or app version). */}}
+{{- define "pdstack.labels" -}}
+helm.sh/chart: {{ include "pdstack.chart" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{ include "pdstack.podLabels" . }}
 {{- end -}}
 
 {{/* Selector labels of one component (router | engine | cache-server); arg: (dict "root" $ "component" "router"). */}}
@@ -46,8 +54,21 @@ pdstack.io/component: {{ .component }}
 {{- default (include "pdstack.router.name" .) .Values.routerSpec.serviceAccountName -}}
 {{- end -}}
 
+{{/*
+The router image. Until pdstack publishes it, the user names it: the render fails, saying how
+to build and push one, when routerSpec.repository is empty or names production-stack's router
+(which has no `pdstack-router` command). Release builds of the chart set the published image.
+*/}}
 {{- define "pdstack.router.image" -}}
-{{- printf "%s:%s" .Values.routerSpec.repository (default .Chart.AppVersion .Values.routerSpec.tag) -}}
+{{- $rs := .Values.routerSpec -}}
+{{- $tag := toString (default .Chart.AppVersion $rs.tag) -}}
+{{- if not $rs.repository -}}
+{{- fail (printf "routerSpec.repository is required: the pdstack router image is not published yet. Build it with `make image` (it makes localhost/pdstack-router:%s and .cache/images/pdstack-router-%s.tar), then load that archive into kind or minikube and set routerSpec.repository=localhost/pdstack-router, or push it to a registry your nodes pull from with `make image PUSH_TO=<registry>/pdstack-router` and set routerSpec.repository=<registry>/pdstack-router" .Chart.AppVersion .Chart.AppVersion) -}}
+{{- end -}}
+{{- if regexMatch `(^|/)(lmstack-router|vllm_router|vllm-router|git-act-router)$|(^|/)production-stack/router$` $rs.repository -}}
+{{- fail (printf "routerSpec.repository: %s is production-stack's router image; the chart starts `pdstack-router`, which that image does not contain, so the pod would crash at start. Build pdstack's router with `make image` (localhost/pdstack-router:%s; `make image PUSH_TO=<registry>/pdstack-router` pushes it) and set routerSpec.repository to it, with routerSpec.tag empty" $rs.repository .Chart.AppVersion) -}}
+{{- end -}}
+{{- printf "%s:%s" $rs.repository $tag -}}
 {{- end -}}
 
 {{/* The label selector the router discovers engines with: this release's engines only. */}}
@@ -55,10 +76,10 @@ pdstack.io/component: {{ .component }}
 {{- printf "app.kubernetes.io/instance=%s,pdstack.io/component=engine" .Release.Name -}}
 {{- end -}}
 
-{{/* Routing logic with the production-stack alias folded into the router's name. */}}
+{{/* Routing logic with production-stack's names (disaggregated_prefill, prefixaware) folded into the router's. */}}
 {{- define "pdstack.router.routingLogic" -}}
 {{- $logic := .Values.routerSpec.routingLogic -}}
-{{- if eq $logic "disaggregated_prefill" }}disagg_prefill{{ else }}{{ $logic }}{{ end -}}
+{{- get (dict "disaggregated_prefill" "disagg_prefill" "prefixaware" "prefix_aware") $logic | default $logic -}}
 {{- end -}}
 
 {{- define "pdstack.router.isDisagg" -}}
@@ -89,13 +110,23 @@ specs imply (validate.yaml fails the render when they disagree). Empty when ther
 
 {{/* ---------- engines ---------- */}}
 
-{{/* Enabled model specs as a YAML list (engines disabled => empty). */}}
+{{/*
+Enabled model specs as a YAML list (engines disabled => empty). Each copy carries `_index` (its
+position in modelSpec, for messages) and a `role`: specs without one are aggregated (`both`), as
+in production-stack; _validate.tpl refuses a missing role where the spec moves KV.
+*/}}
 {{- define "pdstack.engine.enabledSpecs" -}}
 {{- $out := list -}}
 {{- if .Values.servingEngineSpec.enableEngine -}}
-{{- range .Values.servingEngineSpec.modelSpec -}}
-{{- if ne (toString .enabled) "false" -}}
-{{- $out = append $out . -}}
+{{- range $i, $spec := .Values.servingEngineSpec.modelSpec -}}
+{{- if ne (toString $spec.enabled) "false" -}}
+{{- $copy := deepCopy $spec -}}
+{{- $_ := set $copy "_index" $i -}}
+{{- if not $spec.role -}}
+{{- $_ := set $copy "role" "both" -}}
+{{- $_ := set $copy "_roleDefaulted" true -}}
+{{- end -}}
+{{- $out = append $out $copy -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
@@ -129,6 +160,14 @@ pdstack.io/model-spec: {{ .spec.name }}
 
 {{/* Pod labels the router discovers engines by (see the router contract). */}}
 {{- define "pdstack.engine.podLabels" -}}
+{{ include "pdstack.podLabels" .root }}
+pdstack.io/component: engine
+pdstack.io/role: {{ .spec.role }}
+pdstack.io/model-spec: {{ .spec.name }}
+{{- end -}}
+
+{{/* Labels of an engine spec's objects (Deployment, Service, HPA, ...). */}}
+{{- define "pdstack.engine.labels" -}}
 {{ include "pdstack.labels" .root }}
 pdstack.io/component: engine
 pdstack.io/role: {{ .spec.role }}
@@ -141,8 +180,20 @@ pdstack.io/model-spec: {{ .spec.name }}
 {{- end -}}
 
 {{- define "pdstack.engine.image" -}}
+{{- $img := include "pdstack.engine.imageParts" . | fromYaml -}}
+{{- printf "%s:%s" $img.repository $img.tag -}}
+{{- end -}}
+
+{{/* The engine image as {repository, tag, at}: `at` is the value that sets the tag (for messages). */}}
+{{- define "pdstack.engine.imageParts" -}}
 {{- $img := .root.Values.servingEngineSpec.image -}}
-{{- printf "%s:%s" (default $img.repository .spec.repository) (toString (default $img.tag .spec.tag)) -}}
+{{- $at := ternary (printf "servingEngineSpec.modelSpec[%v].tag" .spec._index) "servingEngineSpec.image.tag" (hasKey .spec "tag") -}}
+{{- toYaml (dict "repository" (default $img.repository .spec.repository) "tag" (toString (default $img.tag .spec.tag)) "at" $at) -}}
+{{- end -}}
+
+{{/* The command that starts vLLM: the spec's, else servingEngineSpec.command. */}}
+{{- define "pdstack.engine.command" -}}
+{{- toYaml (default .root.Values.servingEngineSpec.command .spec.command) -}}
 {{- end -}}
 
 {{- define "pdstack.engine.pythonHashSeed" -}}
@@ -161,6 +212,30 @@ pdstack.io/model-spec: {{ .spec.name }}
 {{- define "pdstack.engine.tensorParallelSize" -}}
 {{- $v := .spec.vllmConfig | default dict -}}
 {{- int64 (default 1 $v.tensorParallelSize) -}}
+{{- end -}}
+
+{{- define "pdstack.engine.dataParallelSize" -}}
+{{- $v := .spec.vllmConfig | default dict -}}
+{{- int64 (default 1 $v.dataParallelSize) -}}
+{{- end -}}
+
+{{/* GPUs (ranks) one pod needs: tensor x pipeline x data parallel size (all DP ranks run in the pod). */}}
+{{- define "pdstack.engine.ranks" -}}
+{{- $v := .spec.vllmConfig | default dict -}}
+{{- mul (int64 (default 1 $v.tensorParallelSize)) (int64 (default 1 $v.pipelineParallelSize)) (int64 (default 1 $v.dataParallelSize)) -}}
+{{- end -}}
+
+{{/*
+Size of the memory-backed /dev/shm: the spec's shmSize, else servingEngineSpec.shmSize; "auto"
+is 2Gi per rank (NCCL and vLLM's worker queues use it), at most 16Gi; "0" means no volume.
+*/}}
+{{- define "pdstack.engine.shmSize" -}}
+{{- $size := toString (default .root.Values.servingEngineSpec.shmSize .spec.shmSize) -}}
+{{- if eq $size "auto" -}}
+{{- printf "%dGi" (min 16 (mul 2 (int64 (include "pdstack.engine.ranks" .)))) -}}
+{{- else if ne $size "0" -}}
+{{- $size -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Default kv_role from the spec role. */}}
@@ -209,7 +284,7 @@ pdstack.io/model-spec: {{ .spec.name }}
 {{- $set := splitList "," (include "pdstack.engine.connectorSet" .) -}}
 {{- if and (has "LMCacheConnectorV1" $set) (include "pdstack.engine.lmcachePD" .) -}}lmcache
 {{- else if has "NixlConnector" $set -}}nixl
-{{- else if or (has "P2pNcclConnector" $set) (has "LMCacheConnectorV1" $set) -}}fixed
+{{- else if has "LMCacheConnectorV1" $set -}}fixed
 {{- else -}}none
 {{- end -}}
 {{- end -}}
@@ -229,12 +304,8 @@ pdstack.io/model-spec: {{ .spec.name }}
 {{- if hasKey $kt "bufferSize" }}{{ $_ := set $cfg "kv_buffer_size" $kt.bufferSize }}{{ end -}}
 {{- with $kt.ip }}{{ $_ := set $cfg "kv_ip" . }}{{ end -}}
 {{- if hasKey $kt "port" }}{{ $_ := set $cfg "kv_port" $kt.port }}{{ end -}}
-{{- if hasKey $kt "rank" }}{{ $_ := set $cfg "kv_rank" $kt.rank }}
-{{- else if eq $connector "P2pNcclConnector" }}{{ $_ := set $cfg "kv_rank" (ternary 0 1 (eq .spec.role "prefill")) }}
-{{- end -}}
-{{- if hasKey $kt "parallelSize" }}{{ $_ := set $cfg "kv_parallel_size" $kt.parallelSize }}
-{{- else if eq $connector "P2pNcclConnector" }}{{ $_ := set $cfg "kv_parallel_size" 2 }}
-{{- end -}}
+{{- if hasKey $kt "rank" }}{{ $_ := set $cfg "kv_rank" $kt.rank }}{{ end -}}
+{{- if hasKey $kt "parallelSize" }}{{ $_ := set $cfg "kv_parallel_size" $kt.parallelSize }}{{ end -}}
 {{- $extra := deepCopy ($kt.extraConfig | default dict) -}}
 {{- if and (eq $connector "LMCacheConnectorV1") (include "pdstack.engine.lmcachePD" .) -}}
 {{- /* LMCache PD: keep partial chunks and give each spec its own RPC socket name (seed 001). */ -}}
@@ -400,8 +471,68 @@ GPUs are requested and limited alike, so the scheduler places them.
 {{- $_ := set $req $gpuType (toString $gpu) -}}
 {{- $_ := set $limits $gpuType (toString $gpu) -}}
 {{- end -}}
+{{- /* Extended resources (RDMA NICs, EFA, hostdev): requested and limited alike, as Kubernetes requires. */ -}}
+{{- range $name, $count := ($r.extended | default dict) -}}
+{{- $_ := set $req $name (include "pdstack.num" $count) -}}
+{{- $_ := set $limits $name (include "pdstack.num" $count) -}}
+{{- end -}}
 {{- $out := dict -}}
 {{- with $req }}{{ $_ := set $out "requests" . }}{{ end -}}
 {{- with $limits }}{{ $_ := set $out "limits" . }}{{ end -}}
+{{- with $s.resourceClaims -}}
+{{- $claims := list -}}
+{{- range . }}{{ $claims = append $claims (dict "name" .name) }}{{ end -}}
+{{- $_ := set $out "claims" $claims -}}
+{{- end -}}
 {{- toYaml $out -}}
+{{- end -}}
+
+{{/*
+The engine's preStop script (POSIX sh, python3 from the image): wait `delay` seconds, then while
+vLLM reports running or waiting requests, then `delay` seconds more. A failed scrape ends the
+wait. arg: (dict "port" containerPort "delay" seconds).
+*/}}
+{{- define "pdstack.engine.drainScript" -}}
+{{- $busy := printf `import sys, urllib.request as u; t = u.urlopen("http://127.0.0.1:%d/metrics", timeout=5).read().decode(); sys.exit(0 if any(l.split("{")[0] in ("vllm:num_requests_running", "vllm:num_requests_waiting") and float(l.split()[-1]) > 0 for l in t.splitlines()) else 1)` (int .port) -}}
+{{- printf "sleep %d; while python3 -c '%s' 2>/dev/null; do sleep 2; done; sleep %d" .delay $busy .delay -}}
+{{- end -}}
+
+{{/*
+LMCache 0.5.6 config keys (lmcache/v1/config.py: definitions and accepted aliases). LMCache
+logs and ignores any other key, so _validate.tpl refuses unknown keys in
+lmcacheConfig.additionalConfig and in LMCacheConnectorV1's `lmcache.<key>` extra config.
+*/}}
+{{- define "pdstack.lmcache.knownKeys" -}}
+app_id audit_actual_remote_url blend_check_layers blend_min_tokens blend_recompute_ratios
+blend_special_str blend_thresholds blocking_timeout_secs cache_policy chunk_size
+chunk_statistics_auto_exit_target_unique_chunks chunk_statistics_auto_exit_timeout_hours
+chunk_statistics_auto_start_statistics chunk_statistics_strategy controller_pull_url
+controller_reply_url enable_async_loading enable_blending enable_chunk_statistics
+enable_controller enable_hidden_state_cache enable_kv_events enable_lazy_memory_allocator
+enable_p2p enable_pd enable_scheduler_bypass_lookup external_lookup_client extra_config
+gds_backend gds_buffer_size gds_path gds_path_sharding hidden_state_layers
+hidden_states_retrieve_mode hit_miss_ratio internal_api_server_enabled internal_api_server_host
+internal_api_server_include_index_list internal_api_server_port_start
+internal_api_server_socket_path_prefix lazy_memory_expand_trigger_ratio lazy_memory_initial_ratio
+lazy_memory_safe_size lazy_memory_step_ratio lmcache_instance_id
+lmcache_worker_heartbeat_delay_time lmcache_worker_heartbeat_time lmcache_worker_ids
+lmcache_worker_ports local_cpu local_cpu_use_hugepages local_disk local_disk_path_sharding
+lookup_server_worker_ids lookup_timeout_ms maru_path maru_pool_size max_hidden_state_cpu_size
+max_local_cpu_size max_local_disk_size min_retrieve_tokens mp_host mp_port nixl_backends
+nixl_buffer_device nixl_buffer_size numa_mode p2p_host p2p_init_ports p2p_lookup_ports
+pd_allocation_timeout_sec pd_backend_mode pd_bidirectional pd_buffer_device pd_buffer_size
+pd_condition_poll_interval_sec pd_max_prefill_len pd_peer_alloc_port pd_peer_host
+pd_peer_init_port pd_peer_query_port pd_proxy_host pd_proxy_port pd_role pd_shutdown_timeout_sec
+pd_skip_proxy_notification pin_check_interval_sec pin_timeout_sec pre_caching_hash_algorithm
+priority_limit py_enable_gc remote_config_url remote_serde remote_storage_plugins remote_url
+reserve_local_cpu_size retrieve_locations run_script_api_enabled runtime_plugin_locations
+save_decode_cache save_unfull_chunk script_allowed_imports storage_plugins store_location
+transfer_channel use_gds use_gpu_connector_v3 use_layerwise
+controller_url enable_xpyd external_backends lmcache_worker_port nixl_peer_alloc_port
+nixl_peer_host nixl_peer_init_port nixl_proxy_host nixl_proxy_port nixl_role plugin_locations
+{{- end -}}
+
+{{/* Is `.key` an LMCache 0.5.6 config key (ec_* erasure-coding keys included)? */}}
+{{- define "pdstack.lmcache.isKnownKey" -}}
+{{- if or (has .key (splitList " " (include "pdstack.lmcache.knownKeys" . | replace "\n" " "))) (hasPrefix "ec_" .key) }}true{{ end -}}
 {{- end -}}

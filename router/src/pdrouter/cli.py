@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -55,23 +56,25 @@ def app_factory() -> object:
 
     settings = load_settings([], os.environ)
     setup_logging(settings)
-    return create_app(settings, control_socket=os.environ[CONTROL_SOCKET_ENV])
+    return create_app(settings, control_socket=os.environ[CONTROL_SOCKET_ENV], serve_signals=True)
 
 
 def run_workers(settings: RouterSettings, common: dict[str, object]) -> None:
     """N uvicorn workers on one port, fed by a control plane in this process."""
-    from pdrouter.workers.control_plane import ControlPlane
-    from pdrouter.workers.protocol import CONTROL_SOCKET_ENV
-
     with tempfile.TemporaryDirectory(prefix="pdstack-router-") as tmp:
         metrics_dir = os.path.join(tmp, "metrics")
         os.mkdir(metrics_dir)
+        # Before prometheus_client is imported: the control plane's probe counters then go to
+        # the directory every worker's /metrics sums over.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        from pdrouter.workers.control_plane import ControlPlane
+        from pdrouter.workers.protocol import CONTROL_SOCKET_ENV
+
         socket_path = os.path.join(tmp, "control.sock")
         plane = ControlPlane(settings, socket_path)
         plane.start_in_thread()
         os.environ.update(settings_as_env(settings))
         os.environ[CONTROL_SOCKET_ENV] = socket_path
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         try:
             uvicorn.run(
                 "pdrouter.cli:app_factory",
@@ -108,9 +111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "log_config": None,
         "access_log": False,
         "loop": "uvloop",
-        "http": "httptools",
+        # httptools with read deadlines (slowloris); an import string, so workers load it too.
+        "http": "pdrouter.api.http_protocol:DeadlineHttpProtocol",
         "lifespan": "on",
-        "timeout_graceful_shutdown": 10,
+        # The app cuts what still runs after --shutdown-grace-period (api/shutdown.py); uvicorn
+        # cancels what is left a little later, after the cut's last events went out.
+        "timeout_graceful_shutdown": math.ceil(settings.shutdown_grace_period) + 3,
         "backlog": 4096,
         # X-Forwarded-* rewriting costs CPU on every request and nothing here needs it.
         "proxy_headers": False,
@@ -122,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pdrouter.api.app import create_app
 
     try:
-        app = create_app(settings)
+        app = create_app(settings, serve_signals=True)
     except ValueError as exc:
         print(f"pdstack-router: {exc}", file=sys.stderr)
         return 2

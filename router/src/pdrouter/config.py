@@ -162,9 +162,31 @@ class RouterSettings(BaseModel):
     engine_scrape_interval: float = Field(
         5.0, gt=0, description="Seconds between scrapes of every engine's /metrics and /health."
     )
-    engine_scrape_timeout: float = Field(2.0, gt=0, description="Timeout of one scrape.")
+    engine_scrape_timeout: float = Field(
+        2.0, gt=0, description="Timeout of one /health probe (decides rotation)."
+    )
     health_failure_threshold: int = Field(
-        3, ge=1, description="Consecutive failed scrapes that take an engine out of rotation."
+        3,
+        ge=1,
+        description="Consecutive failed /health probes that take an engine out of rotation.",
+    )
+    engine_metrics_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="Timeout of one /metrics scrape (load only: a slow one never takes an "
+        "engine out of rotation).",
+    )
+    engine_metrics_max_age: float = Field(
+        0.0,
+        ge=0,
+        description="Load figures older than this many seconds are dropped; the engine is then "
+        "ranked by the router's own in-flight count (0: three scrape intervals).",
+    )
+    engine_failure_window: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a request failure charged to an engine counts as one unit of load, "
+        "so a fast-failing engine does not look idle.",
     )
     request_stats_window: float = Field(
         60.0, gt=0, description="Seconds of request history kept for per-engine statistics."
@@ -243,6 +265,43 @@ class RouterSettings(BaseModel):
     max_body_bytes: int = Field(
         32 * 1024 * 1024, ge=1024, description="Largest request body accepted (else 413)."
     )
+    admin_api_key_env: str = Field(
+        "",
+        description="Env var with comma-separated keys that /engines and /metrics require "
+        "(Authorization: Bearer); empty leaves them open. Name the --api-key-env variable here "
+        "to reuse the client keys.",
+    )
+
+    # --- admission (the edge) ------------------------------------------------------------
+    request_header_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a client has to send a request's headers, from connecting (or "
+        "from the first byte on a kept-alive connection); else the connection is closed.",
+    )
+    request_body_timeout: float = Field(
+        60.0, gt=0, description="Seconds a client has to send a request's body (else 408)."
+    )
+    max_concurrent_requests: int = Field(
+        2048,
+        ge=0,
+        description="Generation requests handled at once by the router (all workers "
+        "together); more wait in a queue. 0: no limit.",
+    )
+    max_queued_requests: int = Field(
+        512,
+        ge=0,
+        description="Requests waiting for a --max-concurrent-requests slot; beyond, 429.",
+    )
+    queue_timeout: float = Field(
+        30.0, gt=0, description="Seconds a request may wait in the queue (else 429)."
+    )
+    max_inflight_body_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="Request-body bytes the router holds at once (all workers together); "
+        "requests beyond wait in the queue. 0: no limit.",
+    )
 
     # --- timeouts and failure handling ---------------------------------------------------
     connect_timeout: float = Field(5.0, gt=0, description="Engine connect deadline (s).")
@@ -260,7 +319,37 @@ class RouterSettings(BaseModel):
         5, ge=1, description="Consecutive failures that open an engine's circuit breaker."
     )
     breaker_cooldown: float = Field(
-        10.0, gt=0, description="Seconds an open breaker waits before a trial request."
+        10.0, gt=0, description="Seconds an open breaker waits before trial requests."
+    )
+    breaker_success_threshold: int = Field(
+        2, ge=1, description="Successful trial requests that close a half-open breaker."
+    )
+    breaker_half_open_probes: int = Field(
+        3, ge=1, description="Trial requests a half-open breaker lets through at once."
+    )
+    engine_tls_ca_file: str = Field(
+        "",
+        description="PEM CA bundle that https:// engine certificates are checked against "
+        "(default: the system's trust store).",
+    )
+    engine_tls_verify: bool = Field(
+        True,
+        description="Verify https:// engines' certificates and host names (--no-engine-tls-"
+        "verify: encrypt without checking; the engine API key may then reach an impostor).",
+    )
+
+    # --- shutdown ------------------------------------------------------------------------
+    drain_delay: float = Field(
+        0.0,
+        ge=0,
+        description="After SIGTERM, seconds /ready answers 503 while requests are still served "
+        "(time for load balancers to stop sending).",
+    )
+    shutdown_grace_period: float = Field(
+        30.0,
+        ge=0,
+        description="After the drain delay, seconds in-flight requests may take to finish; "
+        "streams still running then end with an SSE error event and [DONE].",
     )
 
     # --- prefill/decode disaggregation ---------------------------------------------------
@@ -296,8 +385,18 @@ class RouterSettings(BaseModel):
     decode_max_retries: int = Field(
         1, ge=0, description="Retries of a decode that failed before its first byte."
     )
-    pd_proxy_host: str = Field("0.0.0.0", description="LMCache: ZMQ PULL listen address.")
+    pd_proxy_host: str = Field(
+        "0.0.0.0",
+        description="LMCache: ZMQ PULL listen address (the chart binds the pod IP).",
+    )
     pd_proxy_port: int = Field(7500, ge=1, le=65535, description="LMCache: ZMQ PULL port.")
+    pd_proxy_max_message_bytes: int = Field(
+        4096,
+        ge=64,
+        le=1 << 20,
+        description="LMCache: largest ZMQ message accepted (a ProxyNotif is ~60 bytes); a peer "
+        "sending more is disconnected.",
+    )
     pd_kv_wait_timeout: float = Field(
         30.0, gt=0, description="LMCache: deadline for the prefiller's KV-ready notifications."
     )
@@ -386,12 +485,29 @@ class RouterSettings(BaseModel):
             raise ValueError("--pd-min-uncached-tokens needs --kv-events")
         if self.pd_min_uncached_tokens and self.pd_min_prompt_tokens:
             raise ValueError("give --pd-min-prompt-tokens or --pd-min-uncached-tokens, not both")
+        if 0 < self.engine_metrics_max_age <= self.engine_scrape_interval:
+            raise ValueError(
+                f"--engine-metrics-max-age ({self.engine_metrics_max_age:g}) must be longer "
+                f"than --engine-scrape-interval ({self.engine_scrape_interval:g})"
+            )
+        if 0 < self.max_inflight_body_bytes < self.max_body_bytes:
+            raise ValueError(
+                f"--max-inflight-body-bytes ({self.max_inflight_body_bytes}) must be 0 or at "
+                f"least --max-body-bytes ({self.max_body_bytes}): a largest body must fit"
+            )
+        if self.engine_tls_ca_file and not Path(self.engine_tls_ca_file).is_file():
+            raise ValueError(f"--engine-tls-ca-file {self.engine_tls_ca_file!r} is not a file")
         if self.kv_transport is KvTransport.LMCACHE and self.workers > 1:
             raise ValueError(
                 "--kv-transport lmcache needs --workers 1: the prefillers' KV-ready "
                 "notifications arrive on one ZMQ socket"
             )
         return self
+
+
+def metrics_max_age(settings: RouterSettings) -> float:
+    """--engine-metrics-max-age, or three scrape intervals when it is 0."""
+    return settings.engine_metrics_max_age or 3 * settings.engine_scrape_interval
 
 
 def _flag(name: str) -> str:

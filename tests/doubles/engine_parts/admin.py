@@ -26,11 +26,13 @@ class AdminHandler:
         self.started = int(time.time())
 
     async def health(self, request: web.Request) -> web.Response:
+        self.st.log.record_probe("/health", request.headers)
         if self.st.board.engine_fault("health_fail") is not None:
             return error_response(503, "engine is unhealthy (injected)")
         return web.Response(status=200)
 
     async def metrics(self, request: web.Request) -> web.Response:
+        self.st.log.record_probe("/metrics", request.headers)
         if self.st.board.engine_fault("metrics_hang") is not None:
             await hang_forever()
         if self.st.board.engine_fault("metrics_error") is not None:
@@ -64,6 +66,7 @@ class AdminHandler:
             return error_response(400, "Invalid JSON body")
         if not isinstance(body, dict):
             return error_response(400, "request body must be a JSON object")
+        self.st.log.record(request.path, "tokenize", request.headers, body)
         model = body.get("model")
         if model is not None and model not in self.st.knobs.models:
             return error_response(404, f"The model `{model}` does not exist.", "model")

@@ -37,6 +37,11 @@ def error_response(status: int, message: str, param: str | None = None) -> web.R
     )
 
 
+def _has_disagg_spec(params: dict[str, Any] | None) -> bool:
+    spec = (params or {}).get("disagg_spec")
+    return isinstance(spec, dict) and isinstance(spec.get("receiver_init_port"), list)
+
+
 async def _sleep_until(when: float) -> None:
     """Tokens follow a fixed schedule, so a busy loop does not stretch the average ITL."""
     delay = when - asyncio.get_running_loop().time()
@@ -128,6 +133,8 @@ class InferenceHandler:
         st = self.st
         k = st.knobs
         p = parse_request(body, chat, k)
+        if k.lmcache_pd_role == "sender" and not _has_disagg_spec(p.kv_params):
+            return self._die_like_lmcache_sender()
         xrid = request.headers.get("X-Request-Id")
         base = xrid or os.urandom(16).hex()
         rid = ("chatcmpl-" if chat else "cmpl-") + base
@@ -185,16 +192,27 @@ class InferenceHandler:
         finally:
             st.release_slot()
 
+    def _die_like_lmcache_sender(self) -> web.Response:
+        """LMCache 0.5.6 PD sender, seen on a GPU: storing the KV of a request without
+        disagg_spec fails ('NoneType' object has no attribute 'receiver_init_port') and the
+        engine core dies; vLLM fails the request with 500 and the server exits."""
+        log.error(
+            "LMCache ERROR: batched_submit_put_task failed: 'NoneType' object has no attribute "
+            "'receiver_init_port' (generation request without disagg_spec on a PD sender); "
+            "EngineCore encountered a fatal error"
+        )
+        asyncio.get_running_loop().call_later(0.05, os._exit, 70)
+        return error_response(500, "EngineCore encountered a fatal error.")
+
     def _output_length(self, p: Parsed) -> tuple[int, str]:
         k = self.st.knobs
         n, finish = p.max_tokens, "length"
-        stop_at: int | None = None
+        if k.max_output_tokens and k.max_output_tokens < n:
+            n, finish = k.max_output_tokens, "stop"
         if k.eos_after and not p.ignore_eos:
-            stop_at = max(k.eos_after, p.min_tokens)
-        if k.max_output_tokens:
-            stop_at = min(stop_at or k.max_output_tokens, k.max_output_tokens)
-        if stop_at is not None and stop_at < n:
-            n, finish = stop_at, "stop"
+            eos_at = max(k.eos_after, p.min_tokens)
+            if eos_at <= n:  # like vLLM: EOS as the last allowed token still reads "stop"
+                n, finish = eos_at, "stop"
         return n, finish
 
     def _kv_out(

@@ -12,6 +12,7 @@ from typing import Any
 from .faults import FAULT_MODES, parse_fault_list
 
 ROLES = ("both", "prefill", "decode")
+LMCACHE_PD_ROLES = ("", "sender", "receiver")
 FAILURE_POLICIES = ("fail", "recompute")
 
 
@@ -40,6 +41,9 @@ class Knobs:
     lmcache_proxy_host: str = "127.0.0.1"  # where the prefiller PUSHes ProxyNotif
     lmcache_proxy_port: int = 0  # 0 = not configured: no notifications are sent
     lmcache_notify_delay_ms: float = 0.0
+    # "sender": like an LMCache 0.5.6 PD prefiller, a generation request without disagg_spec
+    # kills the engine (500, then the process exits); "" or "receiver": no such check.
+    lmcache_pd_role: str = ""
     legacy_metrics: bool = False  # old names: vllm:gpu_cache_usage_perc, gpu_prefix_cache_*
     coalesce_chunks: bool = False  # itl 0: send a whole stream in one write (not engine-like)
     metrics_override: dict[str, float] = field(default_factory=dict)  # metric name -> value
@@ -63,6 +67,8 @@ class Knobs:
     def check(self) -> None:
         if self.role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}")
+        if self.lmcache_pd_role not in LMCACHE_PD_ROLES:
+            raise ValueError(f"lmcache_pd_role must be one of {LMCACHE_PD_ROLES}")
         if self.kv_load_failure_policy not in FAILURE_POLICIES:
             raise ValueError(f"kv_load_failure_policy must be one of {FAILURE_POLICIES}")
         if not self.models:
@@ -93,6 +99,8 @@ _HELP = {
     "kv_transfer_ms": "decode TTFT when the KV was pulled (instead of ttft_ms)",
     "lmcache_proxy_host": "where the prefiller PUSHes ProxyNotif",
     "lmcache_proxy_port": "0 = not configured: no notifications are sent",
+    "lmcache_pd_role": "sender: a generation request without disagg_spec kills the engine, "
+    "like an LMCache 0.5.6 PD prefiller",
     "legacy_metrics": "old names: vllm:gpu_cache_usage_perc, gpu_prefix_cache_*",
     "coalesce_chunks": "itl 0: send a whole stream in one write (not engine-like)",
     "metrics_override": "metric name -> value",
@@ -148,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--port-file", help="write the bound port here once listening")
     p.add_argument("--model", action="append", help="served model name (repeatable or comma list)")
+    p.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (and --tls-key)")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
     p.add_argument(
         "--fault",
         action="append",

@@ -40,6 +40,12 @@ class RequestLog:
         self.kv_loads_ok = 0
         self.kv_loads_failed = 0
         self.recent: deque[dict[str, Any]] = deque(maxlen=keep)
+        self.probes: Counter[str] = Counter()  # /health and /metrics requests
+        self.probe_auth: Counter[str] = Counter()  # their Authorization headers ("" if none)
+
+    def record_probe(self, path: str, headers: Any) -> None:
+        self.probes[path] += 1
+        self.probe_auth[headers.get("authorization", "")] += 1
 
     def record(self, path: str, kind: str, headers: Any, body: Any) -> None:
         self.by_path[path] += 1
@@ -63,6 +69,8 @@ class RequestLog:
             "kv_pulls_failed": self.kv_pulls_failed,
             "kv_loads_ok": self.kv_loads_ok,
             "kv_loads_failed": self.kv_loads_failed,
+            "probes": dict(self.probes),
+            "probe_auth": dict(self.probe_auth),
             "recent": list(self.recent),
         }
 

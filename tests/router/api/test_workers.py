@@ -7,9 +7,11 @@ import time
 import httpx
 import pytest
 
-from tests.harness.router_proc import RouterProcess, static_args
+from tests.faults.stack import wait_for
+from tests.harness.router_proc import RouterProcess, metric_value, static_args
 
 pytestmark = pytest.mark.slow
+IN_FLIGHT = "pdstack_router_engine_in_flight"
 
 
 def test_workers_share_health_breakers_and_metrics(fake_engine_factory) -> None:  # type: ignore[no-untyped-def]
@@ -53,3 +55,39 @@ def test_workers_share_health_breakers_and_metrics(fake_engine_factory) -> None:
             resp = httpx.post(r.url + "/v1/completions", json={"model": "tiny", "prompt": "y"})
             assert resp.status_code == 200
         assert r.metric("pdstack_router_requests_total", outcome="ok") == 22
+
+
+def test_every_worker_shows_the_control_planes_gauges_and_probes_carry_the_key(
+    fake_engine_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    engine = fake_engine_factory(models=["tiny"], itl_ms=50)
+    args = [*static_args([engine]), "--workers", "2", "--engine-scrape-interval", "0.5"]
+    args += ["--engine-api-key-env", "ENGINE_KEY"]
+    env = {"ENGINE_KEY": "engine-secret"}
+    body = {"model": "tiny", "prompt": "x", "max_tokens": 60, "stream": True}
+    with RouterProcess(args, env).start(timeout=120) as r:
+        streams = []
+        clients = [httpx.Client(timeout=30) for _ in range(4)]
+        try:
+            for c in clients:  # fresh connections: the streams spread over both workers
+                s = c.stream("POST", r.url + "/v1/completions", json=body)
+                s.__enter__()
+                streams.append(s)
+            # All four dispatched and reported (a busy machine may take a while) ...
+            assert wait_for(
+                lambda: metric_value(httpx.get(r.url + "/metrics").text, IN_FLIGHT) == 4, 10
+            )
+            seen = set()  # ... then every worker shows the same figure
+            for _ in range(12):  # fresh connections: both workers answer some of these
+                with httpx.Client() as c:
+                    text = c.get(r.url + "/metrics").text
+                seen.add(metric_value(text, IN_FLIGHT))
+            scrapes = metric_value(text, "pdstack_router_engine_scrapes_total", probe="health")
+        finally:
+            for s in streams:
+                s.__exit__(None, None, None)
+            for c in clients:
+                c.close()
+    assert seen == {4.0}, f"in-flight gauge differs by worker: {seen}"
+    assert scrapes >= 1, "the control plane's probes are not counted"
+    assert set(engine.stats()["probe_auth"]) == {"Bearer engine-secret"}

@@ -160,8 +160,9 @@ def test_prefill_failure_is_retried_on_another_prefill(fake_engine_factory) -> N
     good = fake_engine_factory(models=["tiny"], role="prefill", ttft_ms=5)
     d = fake_engine_factory(models=["tiny"], role="decode")
     bad.set_faults(http_error={"status": 503})
-    # `good` reports a queue, so the scheduler tries `bad` first every time
-    good.admin_config(metrics_override={"vllm:num_requests_waiting": 3})
+    # `good` reports a queue longer than `bad`'s recent failures (which count as load), so
+    # the scheduler tries `bad` first every time
+    good.admin_config(metrics_override={"vllm:num_requests_waiting": 10})
     with pd_router([bad, good], [d]) as r:
         for i in range(4):
             resp = httpx.post(

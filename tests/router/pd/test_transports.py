@@ -11,6 +11,7 @@ from pdrouter.pd.transports.base import MissingKvParams, PrefillResult
 from pdrouter.pd.transports.fixed import FixedPeerTransport
 from pdrouter.pd.transports.lmcache import LmcacheTransport
 from pdrouter.pd.transports.lmcache_notify import KvReadyListener, notified_request_id
+from pdrouter.pd.transports.lmcache_shape import tokenize_body
 from pdrouter.pd.transports.nixl import NixlTransport, prefill_payload
 from pdrouter.proxy.context import ClientRequest
 from pdrouter.scheduling.request import RequestFeatures
@@ -204,3 +205,113 @@ async def test_fixed_peer_sends_same_body_to_decoder() -> None:
     assert sent[0][1]["max_tokens"] == 1 and "kv_transfer_params" not in sent[0][1]
     d = t.decode_request(request(), result, engine("d", Role.DECODE))
     assert d.body == request().body
+
+
+def completions(payload: dict[str, Any]) -> ClientRequest:
+    return request({"model": "tiny", **payload}, api="completions")
+
+
+@pytest.mark.parametrize(
+    ("payload", "field", "direct"),
+    [
+        ({"prompt": "x", "max_tokens": 1}, "max_tokens", True),
+        ({"prompt": "x", "n": 2}, "n", True),
+        ({"prompt": "x", "best_of": 3}, "best_of", True),
+        ({"prompt": "x", "logprobs": 2}, "logprobs", True),
+        ({"prompt": "x", "logprobs": 0}, "logprobs", True),
+        ({"prompt": "x", "echo": True}, "echo", True),
+        ({"prompt": "x", "suffix": "y"}, "suffix", True),
+        ({"prompt": ["a", "b"]}, "prompt", True),
+        ({"prompt": "x", "structured_outputs": {"json": {}}}, "structured_outputs", True),
+        ({"prompt": "x", "kv_transfer_params": {"disagg_spec": {}}}, "kv_transfer_params", False),
+    ],
+)
+def test_lmcache_fields_it_cannot_split(payload: dict[str, Any], field: str, direct: bool) -> None:
+    t = LmcacheTransport(KvReadyListener("127.0.0.1", 1), 1.0)
+    found = t.unsupported(completions(payload))
+    assert found is not None and (found.field, found.direct) == (field, direct)
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"tools": [{"type": "function"}]}, "tools"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"response_format": {"type": "json_schema"}}, "response_format"),
+        ({"logprobs": True, "top_logprobs": 2}, "logprobs"),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages"),
+    ],
+)
+def test_lmcache_chat_fields_it_cannot_split(extra: dict[str, Any], field: str) -> None:
+    t = LmcacheTransport(KvReadyListener("127.0.0.1", 1), 1.0)
+    found = t.unsupported(request({**CLIENT, **extra}))
+    assert found is not None and found.field == field and found.direct
+
+
+def test_lmcache_splits_plain_requests_and_template_fields() -> None:
+    t = LmcacheTransport(KvReadyListener("127.0.0.1", 1), 1.0)
+    text_parts = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+    for extra in (
+        {},
+        {"tool_choice": "none", "response_format": {"type": "text"}, "n": 1, "logprobs": False},
+        {"chat_template_kwargs": {"enable_thinking": False}, "messages": text_parts},
+    ):
+        assert t.unsupported(request({**CLIENT, **extra})) is None
+    assert t.unsupported(completions({"prompt": [[1, 2, 3]], "max_tokens": 2})) is None
+    for prompt, sent in (([[1, 2]], [1, 2]), (["ab"], "ab"), ([7], [7]), ("ab", "ab")):
+        assert tokenize_body(completions({"prompt": prompt}))["prompt"] == sent
+
+
+async def test_lmcache_prefill_that_stops_at_its_first_token_is_the_answer() -> None:
+    t = LmcacheTransport(KvReadyListener("127.0.0.1", 1), 1.0)
+    d_engine = engine("d", Role.DECODE, init_ports=(7300,), alloc_ports=(7400,))
+    extra = {"tokens": [1, 2, 3], "first_tok": 9, "first_text": "", "finish_reason": "stop"}
+    result = PrefillResult(engine("p", Role.PREFILL), {}, {"first_tok": 9}, extra=extra)
+    dreq = t.decode_request(request(), result, d_engine)  # a chat stream with usage
+    assert dreq.answer is not None and not dreq.body
+    chunks = b"".join([c async for c in dreq.answer.chunks])  # type: ignore[union-attr]
+    events = [orjson.loads(e[6:]) for e in chunks.split(b"\n\n") if e and e != b"data: [DONE]"]
+    assert chunks.endswith(b"data: [DONE]\n\n")
+    assert events[-2]["choices"][0]["finish_reason"] == "stop"
+    assert events[-1]["usage"] == {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+    body = t.decode_request(request({**CLIENT, "stream": False}), result, d_engine).answer
+    data = orjson.loads(body.body)  # type: ignore[union-attr]
+    assert data["object"] == "chat.completion" and data["usage"]["completion_tokens"] == 1
+    assert data["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_kv_ready_listener_drops_oversized_messages() -> None:
+    import asyncio
+
+    import msgspec
+    import zmq
+    import zmq.asyncio
+
+    from tests.harness.router_proc import free_port
+
+    port = free_port()
+    listener = KvReadyListener("127.0.0.1", port, max_message_bytes=256)
+    await listener.start()
+    ctx = zmq.asyncio.Context()
+    try:
+        ready = listener.register("r1", 1)
+        big = ctx.socket(zmq.PUSH)
+        big.connect(f"tcp://127.0.0.1:{port}")
+        await big.send(b"\x00" * 10_000)  # the listener drops this peer, unread
+        good = ctx.socket(zmq.PUSH)
+        good.connect(f"tcp://127.0.0.1:{port}")
+        await good.send(msgspec.msgpack.encode({"type": "ProxyNotif", "req_id": "r1"}))
+        await asyncio.wait_for(ready, 5)
+        assert listener.received == 1
+        for sock in (big, good):
+            sock.close(0)
+    finally:
+        ctx.term()
+        await listener.stop()
+
+
+def test_zmq_address_brackets_ipv6() -> None:
+    from pdrouter.pd.transports.lmcache_notify import zmq_tcp_address
+
+    assert zmq_tcp_address("10.1.2.3", 7500) == "tcp://10.1.2.3:7500"
+    assert zmq_tcp_address("fd00::5", 7500) == "tcp://[fd00::5]:7500"

@@ -69,3 +69,43 @@ async def test_abandoned_stream_drops_the_connection(engine) -> None:  # type: i
     assert sum(len(v) for v in client._idle.values()) == 0
     engine.reset()
     await client.close()
+
+
+async def test_a_slowly_consumed_stream_pauses_reading_from_the_engine() -> None:
+    # The iterator relay (used where the push relay cannot write to the client directly):
+    # a consumer that stops taking chunks must not make the client buffer the whole answer.
+    from pdrouter.proxy.rawclient import HIGH_WATER
+
+    engine = start_fake_engine(models=["tiny"], coalesce_chunks=False, max_model_len=100_000)
+    client = RawUpstreamClient(1.0, 5.0, 5.0)
+    try:
+        resp = await client.post(
+            engine.url + "/v1/completions", _body(stream=True, max_tokens=60_000), HEADERS
+        )
+        chunks = resp.chunks()
+        first = await chunks.__anext__()
+        await asyncio.sleep(1.5)  # the consumer stalls; the engine could send ~10 MB meanwhile
+        conn = resp._conn  # type: ignore[attr-defined]
+        held = sum(len(b) for b in conn.body)
+        assert conn.paused and held <= HIGH_WATER + 256 * 1024, held
+        rest = b"".join([c async for c in chunks])
+        assert (first + rest).rstrip().endswith(b"data: [DONE]")
+        assert not conn.paused
+    finally:
+        await client.close()
+        engine.stop()
+
+
+async def test_idle_pooled_connections_are_closed_after_a_while(engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # An engine that keeps idle keep-alive connections open must not hold descriptors here.
+    from pdrouter.proxy import rawclient
+
+    monkeypatch.setattr(rawclient, "IDLE_CLOSE_S", 0.3)
+    client = RawUpstreamClient(1.0, 5.0, 5.0)
+    resps = [await client.post(engine.url + "/v1/completions", _body(), HEADERS) for _ in range(1)]
+    for resp in resps:
+        await resp.read(5.0)
+    assert sum(len(v) for v in client._idle.values()) == 1
+    await asyncio.sleep(0.8)
+    assert sum(len(v) for v in client._idle.values()) == 0
+    await client.close()

@@ -10,6 +10,7 @@ import pytest
 from pdrouter.proxy.rawclient import RawUpstreamClient
 from pdrouter.proxy.relay import PushRelay, StreamClock, observe_many
 from pdrouter.proxy.tracking import EngineCall
+from pdrouter.stats.breaker import BreakerPolicy, CircuitBreaker
 from pdrouter.stats.engine_state import EnginePool
 from pdrouter.stats.router_metrics import RouterMetrics
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -51,7 +52,8 @@ def fake():  # type: ignore[no-untyped-def]
 
 def _relay(resp: Any, idle: float = 5.0) -> tuple[PushRelay, EngineCall, RouterMetrics]:
     state = engine_state("e1")
-    metrics = RouterMetrics(EnginePool(3, 10.0, 60.0), 60.0)
+    pool = EnginePool(lambda: CircuitBreaker(BreakerPolicy(3, 10.0)), 60.0)
+    metrics = RouterMetrics(pool, 60.0)
     call = EngineCall(state, metrics, "aggregated")
     return PushRelay(resp, StreamClock(call, metrics, "tiny", 0.0), idle), call, metrics
 

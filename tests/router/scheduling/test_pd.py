@@ -109,3 +109,21 @@ def test_idle_fleet_spreads_prefill_and_decode_evenly() -> None:
     plans = [sched.plan(engines, LONG) for _ in range(40)]  # nothing stays in flight
     assert sorted(Counter(p.prefill.id for p in plans).values()) == [20, 20]  # type: ignore[union-attr]
     assert sorted(Counter(p.decode.id for p in plans).values()) == [10, 10, 10, 10]
+
+
+def test_exclusive_prefill_engines_only_ever_prefill() -> None:
+    """LMCache PD: a prefill-role engine is never a decode, direct or fallback target, and a
+    'both' engine is a plain engine that never prefills."""
+    both, p = engine("both", Role.BOTH), engine("p", Role.PREFILL)
+    sched = PdScheduler(exclusive_prefill=True, min_prompt_tokens=100, fallback_aggregated=True)
+    for _ in range(6):
+        plan = sched.plan([both, p], LONG)
+        assert (plan.decision, plan.prefill, plan.decode) == (PdDecision.DISAGGREGATED, p, both)
+        short = sched.plan([both, p], RequestFeatures("tiny", prompt="hi"))
+        assert (short.decision, short.decode) == (PdDecision.DIRECT, both)
+    p.healthy = False
+    assert sched.plan([both, p], LONG).decision is PdDecision.FALLBACK
+    with pytest.raises(PdUnavailable):
+        PdScheduler(exclusive_prefill=True).plan([engine("p2", Role.PREFILL)], LONG)
+    # Without the flag a 'both' engine may prefill (NIXL: it serves any request).
+    assert PdScheduler().plan([both, engine("d", Role.DECODE)], LONG).prefill is both

@@ -1,4 +1,3 @@
-from pdrouter.stats.breaker import BreakerState, CircuitBreaker
 from pdrouter.stats.request_stats import RequestStats
 
 
@@ -25,19 +24,3 @@ def test_memory_stays_bounded_under_a_burst() -> None:
 def test_empty_window_has_no_latency_figures() -> None:
     snap = RequestStats(5.0).snapshot(100.0, 0)
     assert snap.ttft is None and snap.itl is None and snap.latency is None and snap.qps == 0
-
-
-def test_breaker_opens_after_threshold_and_allows_one_trial() -> None:
-    now = [0.0]
-    b = CircuitBreaker(threshold=3, cooldown=5.0, clock=lambda: now[0])
-    assert not b.record_failure() and not b.record_failure()
-    assert b.record_failure() and b.state is BreakerState.OPEN and not b.allows()
-    now[0] = 6.0
-    assert b.state is BreakerState.HALF_OPEN and b.allows()
-    b.on_dispatch()
-    assert not b.allows()  # one trial at a time
-    assert b.record_failure() and b.state is BreakerState.OPEN  # failed trial re-opens
-    now[0] = 12.0
-    b.on_dispatch()
-    b.record_success()
-    assert b.state is BreakerState.CLOSED and b.allows()

@@ -16,8 +16,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from pdrouter import __version__
+from pdrouter.api.admission import AdmissionGate, AdmissionLimits
+from pdrouter.api.http_protocol import EDGE_STATE_KEY, EdgeLimits
 from pdrouter.api.openai_endpoint import Handler, OpenAIEndpoint
 from pdrouter.api.openapi import add_generation_routes
+from pdrouter.api.shutdown import GracefulShutdown
 from pdrouter.api.state import AppState, build_state, on_endpoints
 from pdrouter.config import RouterSettings, RoutingLogic
 from pdrouter.discovery.base import Discovery
@@ -25,6 +28,7 @@ from pdrouter.proxy.errors import RouterError
 from pdrouter.proxy.responses import Receive, Scope, Send, send_error
 from pdrouter.scheduling.framework import Profile
 from pdrouter.scheduling.scorers.prefix import PrefixMemory
+from pdrouter.stats.router_metrics import RouterMetrics
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -53,9 +57,11 @@ def create_app(
     settings: RouterSettings,
     discovery: Discovery | None = None,
     control_socket: str | None = None,
+    serve_signals: bool = False,
 ) -> HotPathDispatch:
     """Build the app. `discovery` lets tests inject their own engine source; `control_socket`
-    makes this app one worker of several (see pdrouter.workers)."""
+    makes this app one worker of several (see pdrouter.workers); `serve_signals` (the CLI)
+    drains on SIGTERM (see api/shutdown.py)."""
     state = build_state(settings, discovery, control_socket)
     registry = state.metrics.exposition_registry()
     pd = settings.routing_logic is RoutingLogic.DISAGG_PREFILL
@@ -68,17 +74,38 @@ def create_app(
     logic = state.aggregated.logic
     needs_prompt = pd or (isinstance(logic, Profile) and logic.uses(PrefixMemory))
 
+    workers = settings.workers if control_socket is not None else 1
+    gate = AdmissionGate(
+        AdmissionLimits.share(
+            settings.max_concurrent_requests,
+            settings.max_queued_requests,
+            settings.queue_timeout,
+            settings.max_inflight_body_bytes,
+            workers,
+        )
+    )
+    shutdown = GracefulShutdown(settings.drain_delay, settings.shutdown_grace_period)
+    shutdown.cut_hooks += [state.client.abort_all, gate.close]
+    edge = EdgeLimits(
+        settings.request_header_timeout,
+        settings.request_body_timeout,
+        lambda reason: state.metrics.rejected.labels(reason).inc(),
+    )
+
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         await state.client.start()
         for part in lifecycle:
             await part.start()
         await state.discovery.start(on_endpoints(state))  # type: ignore[arg-type]
         if state.scrape:
             await state.scraper.start()
+        if serve_signals:
+            shutdown.install()
         try:
-            yield
+            yield {EDGE_STATE_KEY: edge}  # read by the HTTP protocol (http_protocol.py)
         finally:
+            shutdown.close()
             if state.scrape:
                 await state.scraper.stop()
             await state.discovery.stop()
@@ -117,6 +144,8 @@ def create_app(
 
     @app.get("/ready", summary="Readiness: every served model has a healthy path.")
     async def ready() -> Response:
+        if shutdown.draining:
+            return _json({"ready": False, "detail": "shutting down"}, 503, {"retry-after": "1"})
         models = state.pool.models()
         report = {}
         all_ok = bool(models)
@@ -139,33 +168,51 @@ def create_app(
         ]
         return _json({"object": "list", "data": data})
 
+    def admin_denied(request: Request) -> Response | None:
+        if not state.admin_auth.enabled:
+            return None
+        try:
+            state.admin_auth.check(request.headers.get("authorization", "").encode("latin-1"))
+        except RouterError as err:
+            return Response(err.body(), err.status, err.headers(), media_type="application/json")
+        return None
+
     @app.get("/metrics", summary="The router's own Prometheus metrics.")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        denied = admin_denied(request)
+        if denied is not None:
+            return denied
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/engines", summary="What the router knows about each engine.")
-    async def engines() -> Response:
+    async def engines(request: Request) -> Response:
+        denied = admin_denied(request)
+        if denied is not None:
+            return denied
         now = time.monotonic()
         rows = []
         for s in state.pool.all():
-            snap = s.requests.snapshot(now, s.in_flight)
+            view = s.view(now)
+            snap = s.requests.snapshot(now, s.in_flight)  # this worker's latency windows
             rows.append(
                 {
                     "id": s.id,
                     "url": s.endpoint.url,
                     "model": s.endpoint.model,
                     "role": s.endpoint.role.value,
-                    "healthy": s.healthy,
-                    "breaker": "open" if s.peer_breaker_open else s.breaker.state.name.lower(),
-                    "in_flight": s.in_flight,
-                    "waiting": s.metrics.waiting,
-                    "running": s.metrics.running,
-                    "kv_cache_usage": s.metrics.kv_cache_usage,
-                    "qps": snap.qps,
+                    "healthy": view.healthy,
+                    "breaker": view.breaker.name.lower(),
+                    "in_flight": view.in_flight,
+                    "recent_failures": view.recent_failures,
+                    "load_source": view.load_source,
+                    "waiting": view.metrics.waiting,
+                    "running": view.metrics.running,
+                    "kv_cache_usage": view.metrics.kv_cache_usage,
+                    "qps": view.qps,
                     "ttft": snap.ttft,
                     "itl": snap.itl,
                     "latency": snap.latency,
-                    "last_error": s.last_scrape_error,
+                    "last_error": view.last_error,
                 }
             )
         return _json(
@@ -205,23 +252,36 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    return HotPathDispatch(app, hot, settings.max_header_bytes)
+    return HotPathDispatch(app, hot, settings.max_header_bytes, gate, state.metrics)
 
 
 class HotPathDispatch:
     """Sends the generation routes straight to their endpoints, skipping FastAPI's middleware
-    stack (about a tenth of the router's CPU per request); everything else goes to FastAPI."""
+    stack (about a tenth of the router's CPU per request), through admission control;
+    everything else goes to FastAPI."""
 
-    def __init__(self, app: FastAPI, hot: dict[str, OpenAIEndpoint], max_header_bytes: int) -> None:
+    def __init__(
+        self,
+        app: FastAPI,
+        hot: dict[str, OpenAIEndpoint],
+        max_header_bytes: int,
+        gate: AdmissionGate,
+        metrics: RouterMetrics,
+    ) -> None:
         self.app = app
         self.hot = hot
         self.max_header_bytes = max_header_bytes
+        self.gate = gate
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        declared = b""
         if scope["type"] == "http":
             size = 0
             for key, value in scope["headers"]:
                 size += len(key) + len(value)
+                if key == b"content-length":
+                    declared = value
             if size > self.max_header_bytes:
                 await send_error(
                     send,
@@ -236,6 +296,31 @@ class HotPathDispatch:
         if scope["type"] == "http" and scope["method"] == "POST":
             endpoint = self.hot.get(scope["path"])
             if endpoint is not None:
-                await endpoint(scope, receive, send)
+                await self._admitted(endpoint, declared, scope, receive, send)
                 return
         await self.app(scope, receive, send)  # type: ignore[arg-type]
+
+    async def _admitted(
+        self, endpoint: OpenAIEndpoint, declared: bytes, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        limit = endpoint.max_body_bytes
+        try:
+            size = int(declared) if declared else limit
+        except ValueError:
+            size = limit
+        if size > limit or size < 0:  # the endpoint answers 413 / 400 without reading it
+            await endpoint(scope, receive, send)
+            return
+        gate = self.gate
+        if not gate.try_enter(size):
+            try:
+                await gate.enter(size)
+            except RouterError as err:
+                self.metrics.rejected.labels(err.code).inc()
+                self.metrics.errors.labels(err.code, err.phase or "admission").inc()
+                await send_error(send, err)
+                return
+        try:
+            await endpoint(scope, receive, send)
+        finally:
+            gate.leave(size)

@@ -13,6 +13,7 @@ from pdrouter.config import (
     RouterSettings,
     RoutingLogic,
     UpstreamClientKind,
+    metrics_max_age,
 )
 from pdrouter.discovery.base import Discovery
 from pdrouter.discovery.endpoint import Endpoint
@@ -21,24 +22,27 @@ from pdrouter.kvcache.hashing import BlockHasher
 from pdrouter.kvcache.index import KvBlockIndex
 from pdrouter.kvcache.metrics import KvIndexCollector, KvRequestMetrics
 from pdrouter.kvcache.subscriber import KvEventSubscriber, StreamStats, followed_roles
+from pdrouter.pd.transports import prefill_is_exclusive
 from pdrouter.proxy.aggregated import AggregatedProxy
 from pdrouter.proxy.client import EngineClient, UpstreamClient
 from pdrouter.proxy.prompt_kv import PromptKv
+from pdrouter.proxy.tls import engine_ssl_context
 from pdrouter.scheduling.profiles import aggregated_profile
 from pdrouter.scheduling.scorers.kv_prefix import KvPrefix
+from pdrouter.stats.breaker import BreakerPolicy, CircuitBreaker
 from pdrouter.stats.engine_state import EnginePool, EngineState
 from pdrouter.stats.router_metrics import RouterMetrics
-from pdrouter.stats.scraper import EngineScraper
+from pdrouter.stats.scraper import EngineScraper, ProbeSettings
 
 log = logging.getLogger(__name__)
 
 
-def _keys_from_env(name: str) -> list[str]:
+def _keys_from_env(name: str, flag: str = "--api-key-env") -> list[str]:
     if not name:
         return []
     raw = os.environ.get(name)
     if raw is None:
-        raise ValueError(f"--api-key-env names {name}, which is not set")
+        raise ValueError(f"{flag} names {name}, which is not set")
     return [k.strip() for k in raw.split(",") if k.strip()]
 
 
@@ -93,6 +97,7 @@ class AppState:
     discovery: Discovery
     scraper: EngineScraper
     auth: ApiKeyCheck
+    admin_auth: ApiKeyCheck  # /engines and /metrics
     aggregated: AggregatedProxy
     scrape: bool = True  # False in a worker: the control plane scrapes for all workers
     kv: KvParts | None = None
@@ -104,7 +109,7 @@ class AppState:
     def model_ready(self, model: str) -> tuple[bool, str]:
         """Aggregated: some decode-capable engine is routable. PD: a prefill path and a decode
         path are routable, or a configured fallback covers a missing prefill path."""
-        engines = [s for s in self.pool.for_model(model) if s.routable]
+        engines = [s for s in self.pool.for_model(model) if s.in_service]
         decode = any(s.endpoint.role.can_decode for s in engines)
         if not self.pd_mode:
             return (bool(engines), "ok" if engines else "no healthy engine")
@@ -141,54 +146,82 @@ def build_discovery(settings: RouterSettings) -> Discovery:
     )
 
 
+def engine_api_key(settings: RouterSettings) -> str:
+    """The key the router sends engines (requests and probes), or ''."""
+    return os.environ.get(settings.engine_api_key_env, "") if settings.engine_api_key_env else ""
+
+
+def breaker_policy(settings: RouterSettings) -> BreakerPolicy:
+    return BreakerPolicy(
+        failure_threshold=settings.breaker_failure_threshold,
+        cooldown=settings.breaker_cooldown,
+        success_threshold=settings.breaker_success_threshold,
+        half_open_probes=settings.breaker_half_open_probes,
+    )
+
+
+def build_scraper(
+    settings: RouterSettings, pool: EnginePool, metrics: RouterMetrics
+) -> EngineScraper:
+    """The health and load prober of the process that owns engine state."""
+    key = engine_api_key(settings)
+
+    def on_probe(state: EngineState, probe: str, outcome: str) -> None:
+        metrics.scrapes.labels(state.endpoint.display_name, probe, outcome).inc()
+
+    return EngineScraper(
+        pool,
+        ProbeSettings(
+            interval=settings.engine_scrape_interval,
+            health_timeout=settings.engine_scrape_timeout,
+            failure_threshold=settings.health_failure_threshold,
+            metrics_timeout=settings.engine_metrics_timeout,
+            metrics_max_age=metrics_max_age(settings),
+            failure_window=settings.engine_failure_window,
+        ),
+        {"authorization": f"Bearer {key}"} if key else None,
+        on_probe,
+        engine_ssl_context(settings.engine_tls_ca_file, settings.engine_tls_verify),
+    )
+
+
+def build_client(settings: RouterSettings) -> EngineClient:
+    tls = engine_ssl_context(settings.engine_tls_ca_file, settings.engine_tls_verify)
+    if settings.upstream_client is UpstreamClientKind.HTTPTOOLS:
+        from pdrouter.proxy.rawclient import RawUpstreamClient
+
+        return RawUpstreamClient(
+            settings.connect_timeout, settings.first_byte_timeout, settings.idle_timeout, tls
+        )
+    return UpstreamClient(
+        settings.connect_timeout, settings.first_byte_timeout, settings.idle_timeout, tls
+    )
+
+
 def build_state(
     settings: RouterSettings,
     discovery: Discovery | None = None,
     control_socket: str | None = None,
 ) -> AppState:
     """Wire the application. With `control_socket`, this is one of several worker processes:
-    engines, health and breaker state come from the control plane at that socket."""
-    pool = EnginePool(
-        settings.breaker_failure_threshold,
-        settings.breaker_cooldown,
-        settings.request_stats_window,
-    )
-    metrics = RouterMetrics(pool, settings.request_stats_window)
-    client: EngineClient
-    if settings.upstream_client is UpstreamClientKind.HTTPTOOLS:
-        from pdrouter.proxy.rawclient import RawUpstreamClient
-
-        client = RawUpstreamClient(
-            settings.connect_timeout, settings.first_byte_timeout, settings.idle_timeout
-        )
-    else:
-        client = UpstreamClient(
-            settings.connect_timeout, settings.first_byte_timeout, settings.idle_timeout
-        )
-    engine_key = (
-        os.environ.get(settings.engine_api_key_env, "") if settings.engine_api_key_env else ""
-    )
-    auth = ApiKeyCheck(_keys_from_env(settings.api_key_env), engine_key)
-    scrape_headers = {"authorization": f"Bearer {engine_key}"} if engine_key else None
-
-    def on_probe(state: EngineState, ok: bool) -> None:
-        metrics.scrapes.labels(state.endpoint.display_name, "ok" if ok else "error").inc()
-
-    scraper = EngineScraper(
-        pool,
-        settings.engine_scrape_interval,
-        settings.engine_scrape_timeout,
-        settings.health_failure_threshold,
-        scrape_headers,
-        on_probe,
-    )
-    kv = build_kv(settings, client, metrics, pool, follow=control_socket is None)
+    engines, health, load and breaker state come from the control plane at that socket."""
+    follower = None
     if control_socket is not None:
         from pdrouter.workers.follower import ControlPlaneFollower
 
-        discovery = ControlPlaneFollower(
-            control_socket, pool, kv.index if kv else None, kv.stats if kv else None
-        )
+        follower = ControlPlaneFollower(control_socket)
+        pool = EnginePool(follower.new_breaker, settings.request_stats_window)
+        follower.pool = pool
+        discovery = follower
+    else:
+        policy = breaker_policy(settings)
+        pool = EnginePool(lambda: CircuitBreaker(policy), settings.request_stats_window)
+    metrics = RouterMetrics(pool, settings.request_stats_window)
+    client = build_client(settings)
+    auth = ApiKeyCheck(_keys_from_env(settings.api_key_env), engine_api_key(settings))
+    kv = build_kv(settings, client, metrics, pool, follow=follower is None)
+    if follower is not None and kv is not None:
+        follower.kv_index, follower.kv_stats = kv.index, kv.stats
     logic = aggregated_profile(settings, kv.index if kv else None)
     return AppState(
         settings=settings,
@@ -196,12 +229,18 @@ def build_state(
         metrics=metrics,
         client=client,
         discovery=discovery or build_discovery(settings),
-        scraper=scraper,
+        scraper=build_scraper(settings, pool, metrics),
         auth=auth,
+        admin_auth=ApiKeyCheck(_keys_from_env(settings.admin_api_key_env, "--admin-api-key-env")),
         aggregated=AggregatedProxy(
-            pool, logic, client, metrics, kv.prompt if kv and logic.uses(KvPrefix) else None
+            pool,
+            logic,
+            client,
+            metrics,
+            kv.prompt if kv and logic.uses(KvPrefix) else None,
+            prefill_is_exclusive(settings),
         ),
-        scrape=control_socket is None,
+        scrape=follower is None,
         kv=kv,
     )
 

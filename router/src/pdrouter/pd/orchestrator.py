@@ -35,7 +35,7 @@ from pdrouter.proxy.client import (
     EngineTimeout,
 )
 from pdrouter.proxy.context import ClientRequest
-from pdrouter.proxy.errors import RouterError, not_found_model
+from pdrouter.proxy.errors import RouterError, bad_request, not_found_model
 from pdrouter.proxy.outcome import BodyOutcome, Outcome, StreamOutcome
 from pdrouter.proxy.prompt_kv import PromptKv, reported_cached_tokens
 from pdrouter.proxy.tracking import EngineCall
@@ -51,6 +51,8 @@ from pdrouter.scheduling.pd import (
     PdUnavailable,
     PrefillDecodePlan,
     build_pd_scheduler,
+    decode_candidates,
+    prefill_candidates,
     prefill_pool,
 )
 from pdrouter.stats.engine_state import EnginePool, EngineState
@@ -124,7 +126,7 @@ class PdOrchestrator:
         self.metrics = metrics
         self.transport = transport
         self.kv = kv
-        self.scheduler = build_pd_scheduler(settings, index)
+        self.scheduler = build_pd_scheduler(settings, index, transport.exclusive_prefill)
         # Direct and fallback requests run like aggregated ones, on the planned engine.
         self.direct = AggregatedProxy(pool, _Fixed(), client, metrics)
 
@@ -132,12 +134,20 @@ class PdOrchestrator:
         engines = self.pool.for_model(req.model)
         if not engines:
             raise not_found_model(req.model)
+        unsupported = self.transport.unsupported(req)
+        if unsupported is not None and not unsupported.direct:
+            raise bad_request(
+                f"{unsupported.field}: {unsupported.reason}", "unsupported_field", unsupported.field
+            )
         if self.kv is not None:
             req.features = await self.kv.features(req, engines)
         try:
             plan = self.scheduler.plan(engines, req.features)
         except PdUnavailable as exc:
             raise pd_errors.unavailable(exc.phase, str(exc)) from None
+        if unsupported is not None and plan.decision is PdDecision.DISAGGREGATED:
+            log.debug("request %s runs direct: %s", req.request_id, unsupported.reason)
+            plan = PrefillDecodePlan(PdDecision.DIRECT, plan.decode)
         if plan.decision is not PdDecision.DISAGGREGATED:
             self.metrics.pd_decisions.labels(req.model, plan.decision.value).inc()
             return await self._direct(plan.decode, req)
@@ -148,11 +158,7 @@ class PdOrchestrator:
         decode = plan.decode
         if result is not None and not self.transport.decoder_bound_at_prefill:
             # The prefill may have taken a while: pick the decoder with fresh load figures.
-            decoders = [
-                s
-                for s in engines
-                if s.endpoint.role.can_decode and s.routable and s.id != result.engine.id
-            ]
+            decoders = decode_candidates(engines, {result.engine.id})
             if decoders and self.scheduler.sessions is None:
                 decode = self.scheduler.pick_decode(decoders, req.features)
         return await self._decode_phase(req, result, decode, engines)
@@ -216,11 +222,8 @@ class PdOrchestrator:
             log.warning("request %s: %s", req.request_id, last)
             others = [
                 s
-                for s in engines
-                if s.endpoint.role.can_prefill
-                and s.routable
-                and s.id not in tried
-                and (s.id != plan.decode.id or not s.endpoint.role.can_decode)
+                for s in prefill_candidates(engines, self.transport.exclusive_prefill, tried)
+                if s.id != plan.decode.id or not s.endpoint.role.can_decode
             ]
             if not others or attempt + 1 >= attempts:
                 break
@@ -237,9 +240,8 @@ class PdOrchestrator:
     ) -> int | None:
         if self.kv is None:
             return None
-        return self.kv.predict(
-            req.features, prefill, prefill_pool([e for e in engines if e.routable])
-        )
+        pool = prefill_pool(prefill_candidates(engines, self.transport.exclusive_prefill))
+        return self.kv.predict(req.features, prefill, pool)
 
     def _on_missing_kv(self, message: str) -> None:
         if self.settings.pd_on_missing_kv is MissingKvPolicy.RECOMPUTE:
@@ -301,6 +303,8 @@ class PdOrchestrator:
     ) -> Outcome:
         handoff_from = time.monotonic()
         dreq = self.transport.decode_request(req, result, decode)
+        if dreq.answer is not None:  # the prefill's first token ended the answer
+            return dreq.answer
         retryable = result is None or self.transport.decode_retryable
         attempts = 1 + (self.settings.decode_max_retries if retryable else 0)
         tried: set[str] = set()
@@ -320,11 +324,7 @@ class PdOrchestrator:
                     raise pd_errors.timed_out("decode", str(exc)) from None
                 last_error = str(exc)
                 log.warning("request %s: %s", req.request_id, exc)
-            others = [
-                s
-                for s in engines
-                if s.endpoint.role.can_decode and s.routable and s.id not in tried
-            ]
+            others = decode_candidates(engines, tried)
             if not others or attempt + 1 >= attempts:
                 break
             decode = self.scheduler.pick_decode(others, req.features)

@@ -40,14 +40,17 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 2
 
 
-def serving_candidates(pool: EnginePool, model: str) -> list[EngineState]:
-    """Routable engines for a model; in aggregated mode, decode-capable ones first."""
+def serving_candidates(
+    pool: EnginePool, model: str, exclusive_prefill: bool = False
+) -> list[EngineState]:
+    """Routable engines for a model; decode-capable ones first. With `exclusive_prefill` (the
+    KV transport's prefill engines take nothing but its prefill leg) never a prefill engine."""
     engines = pool.for_model(model)
     if not engines:
         raise not_found_model(model)
     routable = [s for s in engines if s.routable]
     decoders = [s for s in routable if s.endpoint.role.can_decode]
-    return decoders or routable
+    return decoders if exclusive_prefill else decoders or routable
 
 
 class AggregatedProxy:
@@ -60,6 +63,7 @@ class AggregatedProxy:
         client: EngineClient,
         metrics: RouterMetrics,
         kv: PromptKv | None = None,
+        exclusive_prefill: bool = False,
     ) -> None:
         self.pool = pool
         self.logic = logic
@@ -67,9 +71,10 @@ class AggregatedProxy:
         self.retry_logic = LeastLoaded()
         self.client = client
         self.metrics = metrics
+        self.exclusive_prefill = exclusive_prefill
 
     async def handle(self, req: ClientRequest) -> Outcome:
-        candidates = serving_candidates(self.pool, req.model)
+        candidates = serving_candidates(self.pool, req.model, self.exclusive_prefill)
         if self.kv is not None:
             req.features = await self.kv.features(req, candidates)
         tried: set[str] = set()

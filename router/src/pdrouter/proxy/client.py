@@ -7,6 +7,7 @@ request (see docs/benchmarks.md), and the router's throughput is bounded by that
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Protocol
@@ -104,6 +105,10 @@ class EngineClient(Protocol):
 
     async def close(self) -> None: ...
 
+    def abort_all(self, error: BaseException) -> None:
+        """End every request in flight with `error` and refuse new ones (shutdown's cut)."""
+        ...
+
     async def post(
         self,
         url: str,
@@ -133,8 +138,10 @@ class UpstreamResponse:
         except TimeoutError:
             raise EngineTimeout("response body") from None
         except aiohttp.ClientPayloadError as exc:
+            self._client.raise_if_aborted()
             raise EngineBrokenStream(str(exc)) from None
         except aiohttp.ClientError as exc:
+            self._client.raise_if_aborted()
             raise EngineBrokenStream(f"{type(exc).__name__}: {exc}") from None
         finally:
             self.release()
@@ -150,6 +157,7 @@ class UpstreamResponse:
                 chunk = await content.readany()
                 watch.waiting = False
                 if not chunk:
+                    self._client.raise_if_aborted()
                     return
                 watch.last = loop.time()
                 yield chunk
@@ -158,8 +166,10 @@ class UpstreamResponse:
                 raise EngineTimeout("idle between chunks") from None
             raise
         except aiohttp.ClientPayloadError as exc:
+            self._client.raise_if_aborted()
             raise EngineBrokenStream(str(exc)) from None
         except aiohttp.ClientError as exc:
+            self._client.raise_if_aborted()
             raise EngineBrokenStream(f"{type(exc).__name__}: {exc}") from None
         finally:
             watch.cancel()
@@ -168,6 +178,7 @@ class UpstreamResponse:
     def release(self) -> None:
         # Closing (not releasing) an unfinished response drops its connection, which is how an
         # abandoned request is cancelled on the engine side.
+        self._client._open.discard(self)
         if not self._resp.closed:
             if self._resp.content.at_eof():
                 self._resp.release()
@@ -186,15 +197,28 @@ class UpstreamResponse:
 class UpstreamClient:
     """A shared aiohttp session (keep-alive pool, no connection cap) for engine requests."""
 
-    def __init__(self, connect_timeout: float, first_byte_timeout: float, idle_timeout: float):
+    def __init__(
+        self,
+        connect_timeout: float,
+        first_byte_timeout: float,
+        idle_timeout: float,
+        ssl_context: ssl.SSLContext | None = None,
+    ):
         self.connect_timeout = connect_timeout
         self.first_byte_timeout = first_byte_timeout
         self.idle_timeout = idle_timeout
+        self._ssl = ssl_context
         self._session: aiohttp.ClientSession | None = None
+        self._open: set[UpstreamResponse] = set()
+        self._aborted: BaseException | None = None
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
-            limit=0, ttl_dns_cache=60, keepalive_timeout=30, enable_cleanup_closed=True
+            limit=0,
+            ttl_dns_cache=60,
+            keepalive_timeout=30,
+            enable_cleanup_closed=True,
+            ssl=self._ssl if self._ssl is not None else True,
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -211,6 +235,16 @@ class UpstreamClient:
         if self._session is not None:
             await self._session.close()
 
+    def abort_all(self, error: BaseException) -> None:
+        self._aborted = error
+        for resp in list(self._open):
+            resp._resp.close()
+        self._open.clear()
+
+    def raise_if_aborted(self) -> None:
+        if self._aborted is not None:
+            raise self._aborted
+
     async def post(
         self,
         url: str,
@@ -220,6 +254,7 @@ class UpstreamClient:
     ) -> UpstreamResponse:
         """Send a POST and wait for the response headers within the first-byte deadline."""
         assert self._session is not None, "client not started"
+        self.raise_if_aborted()
         deadline = first_byte_timeout or self.first_byte_timeout
         try:
             async with asyncio.timeout(deadline):
@@ -230,7 +265,9 @@ class UpstreamClient:
             raise EngineConnectError(f"{type(exc).__name__}: {exc}") from None
         except aiohttp.ClientError as exc:
             raise EngineBrokenStream(f"{type(exc).__name__}: {exc}") from None
-        return UpstreamResponse(resp, self)
+        upstream = UpstreamResponse(resp, self)
+        self._open.add(upstream)
+        return upstream
 
     async def get(self, url: str, timeout: float) -> tuple[int, bytes]:
         assert self._session is not None, "client not started"

@@ -2,12 +2,19 @@
 
 Same interface and errors as `client.UpstreamClient`; chosen with `--upstream-client httptools`.
 It does only what engine traffic needs (POST/GET, keep-alive pools, content-length and chunked
-bodies) and costs about half of aiohttp's CPU per streamed request (benchmarks/router).
+bodies, TLS for https:// engines) and costs about half of aiohttp's CPU per streamed request
+(benchmarks/router).
+
+Backpressure: while a stream is relayed, a connection stops reading from the engine once
+`HIGH_WATER` bytes wait for the relay (the client reads slowly) and resumes when the relay has
+taken them, so a stalled client holds at most that much here and the rest stays in the
+kernel's socket buffers and the engine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
@@ -18,6 +25,10 @@ import httptools
 from pdrouter.proxy.client import EngineBrokenStream, EngineConnectError, EngineTimeout
 
 _POOL_LIMIT = 256  # idle keep-alive connections kept per engine
+IDLE_CLOSE_S = 30.0  # pooled connections idle this long are closed (as aiohttp's keepalive_timeout)
+HIGH_WATER = 256 * 1024  # bytes buffered for a slow relay before reading pauses
+
+Key = tuple[str, int, bool]  # host, port, TLS
 
 
 class _Headers(dict[str, str]):
@@ -45,9 +56,16 @@ class _Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
+        self.paused = False
+        self.idle_since = 0.0
         self.reset()
 
     def reset(self) -> None:
+        if self.paused and self.transport is not None:
+            self.transport.resume_reading()
+        self.paused = False
+        self.streaming = False  # a relay is reading: pause above HIGH_WATER
+        self.buffered = 0
         self.status = 0
         self.headers = _Headers()
         self.headers_done: asyncio.Future[None] = self.loop.create_future()
@@ -109,6 +127,11 @@ class _Conn(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
+        if self.streaming:
+            self.buffered += len(body)
+            if self.buffered > HIGH_WATER and not self.paused and self.transport is not None:
+                self.paused = True
+                self.transport.pause_reading()
         self._wake()
 
     def on_message_complete(self) -> None:
@@ -143,7 +166,7 @@ class RawResponse:
 
     __slots__ = ("_client", "_conn", "_key", "_released", "headers", "status")
 
-    def __init__(self, conn: _Conn, client: RawUpstreamClient, key: tuple[str, int]) -> None:
+    def __init__(self, conn: _Conn, client: RawUpstreamClient, key: Key) -> None:
         self._conn = conn
         self._client = client
         self._key = key
@@ -180,11 +203,17 @@ class RawResponse:
         conn = self._conn
         idle = self._client.idle_timeout
         body = conn.body
+        conn.streaming = True
         try:
             while True:
                 if body:
                     data = body.popleft() if len(body) == 1 else b"".join(body)
                     body.clear()
+                    conn.buffered = 0
+                    if conn.paused:  # the relay took everything: read from the engine again
+                        conn.paused = False
+                        if conn.transport is not None:
+                            conn.transport.resume_reading()
                     yield data
                     continue
                 if conn.complete:
@@ -219,6 +248,7 @@ class RawResponse:
         self._released = True
         conn = self._conn
         conn.sink = None
+        self._client._busy.discard(conn)
         if conn.complete and not conn.closed and conn.keep_alive:
             self._client._return(self._key, conn)
         else:
@@ -233,57 +263,112 @@ def _expire(waiter: asyncio.Future[None]) -> None:
 class RawUpstreamClient:
     """Keep-alive pools per engine address; one request at a time per connection."""
 
-    def __init__(self, connect_timeout: float, first_byte_timeout: float, idle_timeout: float):
+    def __init__(
+        self,
+        connect_timeout: float,
+        first_byte_timeout: float,
+        idle_timeout: float,
+        ssl_context: ssl.SSLContext | None = None,
+    ):
         self.connect_timeout = connect_timeout
         self.first_byte_timeout = first_byte_timeout
         self.idle_timeout = idle_timeout
-        self._idle: dict[tuple[str, int], list[_Conn]] = {}
-        self._targets: dict[str, tuple[tuple[str, int], bytes, bytes]] = {}
+        self._ssl = ssl_context
+        self._idle: dict[Key, list[_Conn]] = {}
+        self._targets: dict[str, tuple[Key, bytes, bytes]] = {}
+        self._busy: set[_Conn] = set()  # connections with a request on them
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._aborted: BaseException | None = None
 
     async def start(self) -> None:
         return None
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for conns in self._idle.values():
             for conn in conns:
                 conn.close()
         self._idle.clear()
 
-    def _target(self, url: str) -> tuple[tuple[str, int], bytes, bytes]:
+    def abort_all(self, error: BaseException) -> None:
+        """End every request in flight with `error` and refuse new ones (shutdown's cut)."""
+        self._aborted = error
+        for conn in list(self._busy):
+            conn._fail(error)
+            conn.close()
+        self._busy.clear()
+
+    def _target(self, url: str) -> tuple[Key, bytes, bytes]:
         cached = self._targets.get(url)
         if cached is None:
             parts = urlsplit(url)
+            tls = parts.scheme == "https"
             host = parts.hostname or "127.0.0.1"
-            port = parts.port or 80
+            port = parts.port or (443 if tls else 80)
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             host_header = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            cached = ((host, port), path.encode(), host_header.encode())
+            cached = ((host, port, tls), path.encode(), host_header.encode())
             if len(self._targets) < 10_000:
                 self._targets[url] = cached
         return cached
 
-    def _return(self, key: tuple[str, int], conn: _Conn) -> None:
+    def _return(self, key: Key, conn: _Conn) -> None:
         pool = self._idle.setdefault(key, [])
         if len(pool) < _POOL_LIMIT:
             conn.reset()
+            conn.idle_since = conn.loop.time()
             pool.append(conn)
+            if self._sweeper is None:
+                self._sweeper = conn.loop.call_later(IDLE_CLOSE_S, self._sweep)
         else:
             conn.close()
 
-    async def _connect(self, key: tuple[str, int]) -> _Conn:
+    def _sweep(self) -> None:
+        """Close connections idle for IDLE_CLOSE_S: an engine that never closes idle keep-alive
+        connections must not hold descriptors here after traffic stopped."""
+        self._sweeper = None
         loop = asyncio.get_running_loop()
+        horizon = loop.time() - IDLE_CLOSE_S
+        left = False
+        for pool in self._idle.values():
+            keep = [c for c in pool if c.idle_since > horizon and not c.closed]
+            for conn in pool:
+                if conn.idle_since <= horizon:
+                    conn.close()
+            pool[:] = keep
+            left = left or bool(keep)
+        if left:
+            self._sweeper = loop.call_later(IDLE_CLOSE_S, self._sweep)
+
+    async def _connect(self, key: Key) -> _Conn:
+        loop = asyncio.get_running_loop()
+        host, port, tls = key
+        context = None
+        if tls:
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            context = self._ssl
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, conn = await loop.create_connection(lambda: _Conn(loop), key[0], key[1])
+                _, conn = await loop.create_connection(
+                    lambda: _Conn(loop),
+                    host,
+                    port,
+                    ssl=context,
+                    server_hostname=host if tls else None,
+                )
         except TimeoutError:
-            raise EngineConnectError(f"connect to {key[0]}:{key[1]} timed out") from None
-        except OSError as exc:
+            raise EngineConnectError(f"connect to {host}:{port} timed out") from None
+        except OSError as exc:  # includes TLS handshake and certificate errors
             raise EngineConnectError(f"{type(exc).__name__}: {exc}") from None
         return conn
 
     async def _request(
         self, method: bytes, url: str, body: bytes, headers: Mapping[str, str], timeout: float
     ) -> RawResponse:
+        if self._aborted is not None:
+            raise self._aborted
         key, path, host = self._target(url)
         head = [method, b" ", path, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
         for name, value in headers.items():
@@ -303,29 +388,34 @@ class RawUpstreamClient:
                 conn = await self._connect(key)
             assert conn.transport is not None
             conn.transport.write(payload)
+            self._busy.add(conn)
             # A plain timer on the headers future: asyncio.timeout and shield cost a few
             # microseconds more per request, and a cancelled wait closes the connection anyway.
             expiry = conn.loop.call_at(conn.loop.time() + timeout, _expire, conn.headers_done)
             try:
                 await conn.headers_done
             except EngineTimeout:
-                conn.close()
+                self._drop(conn)
                 raise EngineTimeout("first byte") from None
-            except asyncio.CancelledError:
-                conn.close()
-                raise
             except EngineBrokenStream as exc:
-                conn.close()
+                self._drop(conn)
                 # A pooled connection the engine had closed: nothing was processed; try once
                 # more on a fresh connection, as browsers and aiohttp do.
                 if reused and not conn.got_bytes and attempt == 0:
                     pool = None
                     continue
                 raise EngineConnectError(str(exc)) from None
+            except BaseException:  # cancelled, or aborted by a shutdown
+                self._drop(conn)
+                raise
             finally:
                 expiry.cancel()
             return RawResponse(conn, self, key)
         raise EngineConnectError(f"no usable connection to {key[0]}:{key[1]}")
+
+    def _drop(self, conn: _Conn) -> None:
+        self._busy.discard(conn)
+        conn.close()
 
     async def post(
         self,

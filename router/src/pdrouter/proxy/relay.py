@@ -206,7 +206,10 @@ class PushRelay:
     def on_error(self, exc: BaseException) -> None:
         if self._finished:
             return
-        self.clock.call.close("error", engine_fault=True)
+        if isinstance(exc, RouterError):  # the router's own cut (shutdown), not the engine's
+            self.clock.call.close("cancelled")
+        else:
+            self.clock.call.close("error", engine_fault=True)
         self._error = self._mapped(stream_failure(exc, self._name))
         self._finish()
 

@@ -1,4 +1,9 @@
-"""Accounting for one request on one engine: in-flight, breaker, per-engine stats, metrics."""
+"""Accounting for one request on one engine: in-flight, breaker, per-engine stats, metrics.
+
+An `EngineCall` is the call's guard on its engine's state: it takes the in-flight count and, when
+the engine's breaker is half-open, a trial slot; `close()` gives both back exactly once, however
+the call ends (success, engine failure, client error, cancellation, client disconnect).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ class EngineCall:
     __slots__ = (
         "_closed",
         "_last",
+        "_token",
         "engine",
         "first_token_at",
         "metrics",
@@ -34,7 +40,7 @@ class EngineCall:
         self._last = 0.0
         self._closed = False
         engine.in_flight += 1
-        engine.breaker.on_dispatch()
+        self._token = engine.breaker.acquire()
         engine.requests.on_start(self.started)
 
     def observe_chunk(self, chunk: bytes, now: float) -> bool:
@@ -58,9 +64,11 @@ class EngineCall:
         engine = self.engine
         engine.in_flight -= 1
         if engine_fault:
-            engine.record_failure()
+            engine.record_failure(self._token)
         elif outcome in ("ok", "client_error"):
-            engine.record_success()
+            engine.record_success(self._token)
+        elif self._token:
+            engine.breaker.release(self._token)  # no verdict on the engine: free the trial slot
         engine.requests.on_finish(now, now - self.started)
         name = engine.endpoint.display_name
         role = engine.endpoint.role.value

@@ -7,10 +7,11 @@ prefill profile. Pure: no I/O, unit-tested without sockets.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 
 from pdrouter.config import PdFallback, RouterSettings
+from pdrouter.discovery.endpoint import Role
 from pdrouter.kvcache.index import KvBlockIndex
 from pdrouter.scheduling.decider import PdDecider, PromptLength, UncachedTokens
 from pdrouter.scheduling.framework import Profile
@@ -50,6 +51,28 @@ class PdUnavailable(Exception):
         self.phase = phase
 
 
+def prefill_candidates(
+    engines: Sequence[EngineState], exclusive: bool, exclude: Set[str] = frozenset()
+) -> list[EngineState]:
+    """Routable engines that may run a prefill leg. An exclusive transport's prefill engines
+    are the engines of role prefill only (to it, a "both" engine is a plain engine)."""
+    return [
+        s
+        for s in engines
+        if s.routable
+        and s.id not in exclude
+        and (s.endpoint.role is Role.PREFILL if exclusive else s.endpoint.role.can_prefill)
+    ]
+
+
+def decode_candidates(
+    engines: Sequence[EngineState], exclude: Set[str] = frozenset()
+) -> list[EngineState]:
+    """Routable engines that may be sent a client's request as it is (decode, direct, fallback,
+    recompute): never an engine of role prefill."""
+    return [s for s in engines if s.endpoint.role.can_decode and s.routable and s.id not in exclude]
+
+
 def _legacy_prefill(prefix: PrefixAffinity | None) -> Profile:
     """Least queued, then (with a prefix memory) the engine that got the prompt's prefix."""
     spec = builtin_profiles(0.0)["prefill"]["least_queue"]
@@ -82,6 +105,8 @@ class PdScheduler:
     prefill: Profile | None = None
     decode: Profile | None = None
     decider: PdDecider | None = None
+    # The transport's prefill engines take only its prefill leg (see KvTransport).
+    exclusive_prefill: bool = False
     _session_profiles: tuple[Profile, Profile] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -109,8 +134,8 @@ class PdScheduler:
         request: RequestFeatures,
         exclude: frozenset[str] = frozenset(),
     ) -> PrefillDecodePlan:
-        usable = [s for s in engines if s.routable and s.id not in exclude]
-        decoders = [s for s in usable if s.endpoint.role.can_decode]
+        prefillers = prefill_candidates(engines, self.exclusive_prefill, exclude)
+        decoders = decode_candidates(engines, exclude)
         if not decoders:
             raise PdUnavailable("decode", f"no healthy decode engine for model {request.model!r}")
         prefill_profile, decode_profile = self._profiles(request)
@@ -119,7 +144,7 @@ class PdScheduler:
         if not self.decider.disaggregate(request, decode):
             return PrefillDecodePlan(PdDecision.DIRECT, decode)
 
-        pool = prefill_pool(usable)
+        pool = prefill_pool(prefillers)
         if not pool:
             if self.fallback_aggregated:
                 return PrefillDecodePlan(PdDecision.FALLBACK, decode)
@@ -134,7 +159,8 @@ class PdScheduler:
     def pick_prefill(
         self, candidates: Sequence[EngineState], request: RequestFeatures
     ) -> EngineState:
-        """A prefill engine among `candidates` (e.g. for a retry), dedicated ones first."""
+        """A prefill engine among `candidates` (from `prefill_candidates`, e.g. for a retry),
+        dedicated ones first."""
         assert self.prefill is not None
         return self.prefill.pick(prefill_pool(candidates), request)
 
@@ -146,15 +172,17 @@ class PdScheduler:
         return self.decode.pick(candidates, request)
 
 
-def prefill_pool(engines: Sequence[EngineState]) -> list[EngineState]:
-    """Prefill-capable engines; `both` engines only when there is no dedicated one."""
-    prefillers = [s for s in engines if s.endpoint.role.can_prefill]
+def prefill_pool(prefillers: Sequence[EngineState]) -> Sequence[EngineState]:
+    """Of the prefill candidates, `both` engines only when there is no dedicated one."""
     dedicated = [s for s in prefillers if not s.endpoint.role.can_decode]
     return dedicated or prefillers
 
 
-def build_pd_scheduler(settings: RouterSettings, index: KvBlockIndex | None) -> PdScheduler:
-    """The PD scheduler the settings describe: role profiles, sessions, decider, fallback."""
+def build_pd_scheduler(
+    settings: RouterSettings, index: KvBlockIndex | None, exclusive_prefill: bool = False
+) -> PdScheduler:
+    """The PD scheduler the settings describe: role profiles, sessions, decider, fallback;
+    `exclusive_prefill` is the transport's (its prefill engines take only prefill legs)."""
     prefix = PrefixAffinity(settings.prefix_chunk_chars, settings.prefix_max_entries)
     ctx = scorer_context(settings, index, prefix.memory)
     custom = settings.scheduling_profiles
@@ -171,4 +199,5 @@ def build_pd_scheduler(settings: RouterSettings, index: KvBlockIndex | None) -> 
         prefill=profile_for("prefill", settings.prefill_profile or "least_queue", custom, ctx),
         decode=profile_for("decode", settings.decode_profile or "least_loaded", custom, ctx),
         decider=decider,
+        exclusive_prefill=exclusive_prefill,
     )

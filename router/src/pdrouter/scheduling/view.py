@@ -32,14 +32,12 @@ class EngineView(Protocol):
     def metrics(self) -> EngineMetrics: ...
 
     @property
-    def in_flight(self) -> int: ...
-
-    @property
-    def peer_in_flight(self) -> int: ...
+    def active(self) -> int: ...
 
 
 def queue(e: EngineView) -> float:
-    """Requests queued for the engine: the router's in-flight (all workers) + scraped waiting."""
+    """Requests queued for the engine: the router's in-flight (all workers) and recent failures
+    + scraped waiting (zero once the scrape is stale: then in-flight alone ranks)."""
     return e.load
 
 
@@ -58,5 +56,6 @@ def kv_usage(e: EngineView) -> float:
 
 
 def decode_load(e: EngineView) -> float:
-    """A decode engine's concurrency: running requests plus what routers have in flight."""
-    return e.metrics.running + e.in_flight + e.peer_in_flight
+    """A decode engine's concurrency: running requests plus what routers have in flight (recent
+    failures count as in flight, so a fast-failing engine does not look idle)."""
+    return e.metrics.running + e.active

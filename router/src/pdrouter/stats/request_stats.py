@@ -51,7 +51,7 @@ class RequestStatsSnapshot:
 class RequestStats:
     """Arrivals, TTFT, ITL and latency of the requests the router sent to one engine."""
 
-    __slots__ = ("_arrivals", "_itl", "_latency", "_ttft", "finished_total", "window")
+    __slots__ = ("_arrivals", "_failures", "_itl", "_latency", "_ttft", "finished_total", "window")
 
     def __init__(self, window: float) -> None:
         self.window = window
@@ -59,6 +59,7 @@ class RequestStats:
         self._ttft = _Window(window)
         self._itl = _Window(window)
         self._latency = _Window(window)
+        self._failures: deque[float] = deque(maxlen=_MAX_SAMPLES)  # times of charged failures
         self.finished_total = 0
 
     def on_start(self, now: float) -> None:
@@ -73,6 +74,19 @@ class RequestStats:
     def on_finish(self, now: float, latency: float) -> None:
         self._latency.add(now, latency)
         self.finished_total += 1
+
+    def on_failure(self, now: float) -> None:
+        self._failures.append(now)
+
+    def failures_since(self, horizon: float) -> int:
+        """Failures charged to the engine after `horizon` (older ones are forgotten)."""
+        failures = self._failures
+        while failures and failures[0] < horizon:
+            failures.popleft()
+        return len(failures)
+
+    def qps(self, now: float) -> float:
+        return self._arrivals.count(now) / self.window
 
     def snapshot(self, now: float, in_flight: int) -> RequestStatsSnapshot:
         return RequestStatsSnapshot(

@@ -131,14 +131,14 @@ class _PoolCollector(Collector):
         now = time.monotonic()
         for s in self._pool.all():
             lv = [s.endpoint.display_name, s.endpoint.model, s.endpoint.role.value]
-            snap = s.requests.snapshot(now, s.in_flight)
-            fams["healthy"].add_metric(lv, 1.0 if s.healthy else 0.0)
-            fams["breaker"].add_metric(lv, float(s.breaker.state))
-            fams["in_flight"].add_metric(lv, float(s.in_flight))
-            fams["qps"].add_metric(lv, snap.qps)
-            fams["waiting"].add_metric(lv, s.metrics.waiting)
-            fams["running"].add_metric(lv, s.metrics.running)
-            fams["kv"].add_metric(lv, s.metrics.kv_cache_usage)
+            view = s.view(now)
+            fams["healthy"].add_metric(lv, 1.0 if view.healthy else 0.0)
+            fams["breaker"].add_metric(lv, float(view.breaker))
+            fams["in_flight"].add_metric(lv, float(view.in_flight))
+            fams["qps"].add_metric(lv, view.qps)
+            fams["waiting"].add_metric(lv, view.metrics.waiting)
+            fams["running"].add_metric(lv, view.metrics.running)
+            fams["kv"].add_metric(lv, view.metrics.kv_cache_usage)
         yield from fams.values()
 
 
@@ -232,10 +232,17 @@ class RouterMetrics:
             ["action"],
             registry=r,
         )
+        self.rejected = Counter(
+            "pdstack_router_rejected_requests",
+            "Requests refused at the edge: header_timeout, body_timeout (connection closed), "
+            "queue_full, queue_timeout (429)",
+            ["reason"],
+            registry=r,
+        )
         self.scrapes = Counter(
             "pdstack_router_engine_scrapes",
-            "Engine health/metrics probes by outcome",
-            ["engine", "outcome"],
+            "Engine probes by kind (health, metrics) and outcome (ok, error, timeout)",
+            ["engine", "probe", "outcome"],
             registry=r,
         )
         self._pool_collector = _PoolCollector(pool, window)

@@ -13,7 +13,9 @@ def build_transport(settings: RouterSettings, client: EngineClient) -> KvTranspo
         from pdrouter.pd.transports.lmcache import LmcacheTransport
         from pdrouter.pd.transports.lmcache_notify import KvReadyListener
 
-        listener = KvReadyListener(settings.pd_proxy_host, settings.pd_proxy_port)
+        listener = KvReadyListener(
+            settings.pd_proxy_host, settings.pd_proxy_port, settings.pd_proxy_max_message_bytes
+        )
         return LmcacheTransport(listener, settings.pd_kv_wait_timeout)
     if settings.kv_transport is TransportName.FIXED:
         from pdrouter.pd.transports.fixed import FixedPeerTransport
@@ -24,4 +26,14 @@ def build_transport(settings: RouterSettings, client: EngineClient) -> KvTranspo
     return NixlTransport(settings.pd_override_remote_host)
 
 
-__all__ = ["build_transport"]
+def prefill_is_exclusive(settings: RouterSettings) -> bool:
+    """Whether --kv-transport's prefill engines must only ever get its prefill leg (then no
+    other path, aggregated serving included, may pick an engine of role prefill)."""
+    if settings.kv_transport is TransportName.LMCACHE:
+        from pdrouter.pd.transports.lmcache import LmcacheTransport
+
+        return LmcacheTransport.exclusive_prefill
+    return False
+
+
+__all__ = ["build_transport", "prefill_is_exclusive"]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pdrouter.proxy.context import ClientRequest
+from pdrouter.proxy.outcome import Outcome
 from pdrouter.stats.engine_state import EngineState
 
 # (engine, path, json body, deadline seconds) -> parsed JSON response of a 2xx answer.
@@ -36,13 +37,28 @@ class PrefillResult:
 
 @dataclass(slots=True)
 class DecodeRequest:
-    """The decode leg: where to send what, and how to turn the answer into the client's shape."""
+    """The decode leg: where to send what, and how to turn the answer into the client's shape.
+    `answer` is set when the prefill leg already produced the whole answer (it stopped at its
+    first token): the client gets it and no decoder is asked."""
 
     path: str
     body: bytes
     stream: bool
     transform_stream: ChunkTransform | None = None
     transform_body: Callable[[bytes], bytes] | None = None
+    answer: Outcome | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unsupported:
+    """A request field the transport cannot honour when the request is disaggregated.
+
+    `direct`: the whole request may run on the decode engine alone, which honours the field;
+    otherwise the client gets a 400 naming `field`."""
+
+    field: str
+    reason: str
+    direct: bool = True
 
 
 class KvTransport(Protocol):
@@ -54,6 +70,15 @@ class KvTransport(Protocol):
     decode_retryable: bool
     # Whether the decoder must be fixed before the prefill starts (the prefill names it).
     decoder_bound_at_prefill: bool
+    # Whether prefill engines accept nothing but this transport's own prefill leg: then no
+    # other request (direct, fallback, retry, aggregated) is ever planned onto a prefill-role
+    # engine, and engines of role "both" never prefill. LMCache: a PD sender's engine dies on a
+    # generation request without `disagg_spec`.
+    exclusive_prefill: bool
+
+    def unsupported(self, req: ClientRequest) -> Unsupported | None:
+        """The first field of `req` this transport cannot honour disaggregated, if any."""
+        ...
 
     async def start(self) -> None: ...
 
@@ -71,3 +96,13 @@ class KvTransport(Protocol):
     def decode_request(
         self, req: ClientRequest, result: PrefillResult | None, decode: EngineState
     ) -> DecodeRequest: ...
+
+
+class TransportDefaults:
+    """What most transports share: any request can be disaggregated, and prefill engines may
+    serve plain requests too."""
+
+    exclusive_prefill = False
+
+    def unsupported(self, req: ClientRequest) -> Unsupported | None:
+        return None

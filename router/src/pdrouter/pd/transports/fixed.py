@@ -4,13 +4,18 @@ sends the untouched request to the decoder. No parameters travel through the rou
 
 from __future__ import annotations
 
-from pdrouter.pd.transports.base import DecodeRequest, PrefillResult, PrefillSender
+from pdrouter.pd.transports.base import (
+    DecodeRequest,
+    PrefillResult,
+    PrefillSender,
+    TransportDefaults,
+)
 from pdrouter.pd.transports.nixl import cached_tokens_of, prefill_payload
 from pdrouter.proxy.context import ClientRequest
 from pdrouter.stats.engine_state import EngineState
 
 
-class FixedPeerTransport:
+class FixedPeerTransport(TransportDefaults):
     name = "fixed"
     decode_retryable = True  # the decoder looks the KV up by content; any decoder may try
     decoder_bound_at_prefill = False

@@ -16,6 +16,15 @@ import zmq.asyncio
 log = logging.getLogger(__name__)
 
 _STRAY_TTL = 30.0  # seconds a notification for an unknown request id is remembered
+# A ProxyNotif is a msgpack map of a type tag and a request id: well under 1 KiB.
+DEFAULT_MAX_MESSAGE_BYTES = 4096
+
+
+def zmq_tcp_address(host: str, port: int) -> str:
+    """`tcp://host:port`, with an IPv6 address in brackets."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"tcp://{host}:{port}"
 
 
 def notified_request_id(message: bytes) -> str | None:
@@ -44,10 +53,14 @@ class _Waiter:
 
 
 class KvReadyListener:
-    """Waits for `expected` notifications per request id, with a deadline."""
+    """Waits for `expected` notifications per request id, with a deadline. A peer that sends a
+    message over `max_message_bytes` is disconnected by ZMQ before the message is buffered."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.address = f"tcp://{host}:{port}"
+    def __init__(
+        self, host: str, port: int, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    ) -> None:
+        self.address = zmq_tcp_address(host, port)
+        self.max_message_bytes = max_message_bytes
         self._ctx: zmq.asyncio.Context | None = None
         self._sock: zmq.asyncio.Socket | None = None
         self._task: asyncio.Task[None] | None = None
@@ -59,9 +72,16 @@ class KvReadyListener:
         self._ctx = zmq.asyncio.Context()
         self._sock = self._ctx.socket(zmq.PULL)
         self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+        if self.address.startswith("tcp://["):
+            self._sock.setsockopt(zmq.IPV6, 1)
         self._sock.bind(self.address)
         self._task = asyncio.create_task(self._loop(), name="lmcache-kv-ready")
-        log.info("LMCache PD notifications: listening on %s", self.address)
+        log.info(
+            "LMCache PD notifications: listening on %s (messages up to %d bytes)",
+            self.address,
+            self.max_message_bytes,
+        )
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -16,6 +16,7 @@ from pdrouter.pd.transports.base import (
     MissingKvParams,
     PrefillResult,
     PrefillSender,
+    TransportDefaults,
 )
 from pdrouter.proxy.context import ClientRequest
 from pdrouter.stats.engine_state import EngineState
@@ -116,7 +117,7 @@ def _rewrite_events(data: bytes, cached: int) -> bytes:
     return b"\n\n".join(out)
 
 
-class NixlTransport:
+class NixlTransport(TransportDefaults):
     """Sequential P -> D handoff through `kv_transfer_params` (the vLLM NIXL protocol)."""
 
     name = "nixl"

@@ -1,0 +1,52 @@
+"""Build the GPU check's tiny model offline: the project's tiny-model tokenizer (trained on
+vLLM's own sources, scripts/engines/build_tiny_model.py) with a 2-layer random-weight Llama of
+hidden size 256 (head size 64, which FlashAttention 3 on Hopper serves) and 8192 positions (the
+chart's --max-model-len). Deterministic; a finished build returns at once.
+
+    python3 scripts/gpu/gpu_model.py OUT_DIR
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engines"))
+import build_tiny_model as cpu_model
+
+RECIPE = cpu_model.RECIPE + " | gpu: hidden 256, intermediate 512, 8192 positions"
+
+
+def main(out: Path) -> int:
+    marker = out / cpu_model.MARKER
+    if marker.is_file() and marker.read_text() == RECIPE:
+        print(f"tiny GPU model ready: {out}")
+        return 0
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    started = time.monotonic()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny-gpu-", dir=out.parent))
+    try:
+        cpu_model.build(tmp)  # tokenizer, chat template and a small model we replace
+        cfg = LlamaConfig.from_pretrained(tmp)
+        cfg.hidden_size, cfg.intermediate_size, cfg.max_position_embeddings = 256, 512, 8192
+        torch.manual_seed(0)
+        LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(tmp)
+        marker_tmp = tmp / cpu_model.MARKER
+        marker_tmp.write_text(RECIPE)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"tiny GPU model built in {time.monotonic() - started:.1f}s: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1]).resolve()))
