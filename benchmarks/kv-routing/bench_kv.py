@@ -164,7 +164,7 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=30.0, help="seconds of launches per level")
     p.add_argument("--slo-ttft-ms", type=float, default=250.0)
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--parallel", type=int, default=1, help="policies run at once (own fleets)")
+    p.add_argument("--parallel", type=int, default=1, help="cases run at once (own fleets)")
     p.add_argument("--sim", type=Path, default=ROOT / ".tools" / "bin" / "llm-d-inference-sim")
     p.add_argument("--vllm-router", type=Path, default=PEER)
     args = p.parse_args()
@@ -184,18 +184,19 @@ def main() -> int:
     rows: list[dict[str, object]] = []
     lock = threading.Lock()
 
-    def worker(todo: list[tuple[Policy, Scenario]]) -> None:
-        for pol, scen in todo:
-            result = run_case(pol, scen, args)
+    todo = list(cases)  # scenario by scenario, so cases running at once share a scenario
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not todo:
+                    return
+                pol, scen = todo.pop(0)
+            result = run_case(pol, scen, args)  # a fleet and routers of its own
             with lock:
                 rows.extend(result)
 
-    # A lane runs its cases one after the other; a policy's cases stay in one lane, so lanes
-    # running at once never share a policy (each case has a fleet of its own anyway).
-    lanes: list[list[tuple[Policy, Scenario]]] = [[] for _ in range(args.parallel)]
-    for i, pol in enumerate(policies):
-        lanes[i % args.parallel] += [c for c in cases if c[0] is pol]
-    threads = [threading.Thread(target=worker, args=(lane,)) for lane in lanes]
+    threads = [threading.Thread(target=worker) for _ in range(max(1, args.parallel))]
     for t in threads:
         t.start()
     for t in threads:

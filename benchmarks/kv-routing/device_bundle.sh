@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Gather what device_run.sh needs on a many-core machine with no network and a CPython 3.12 of
-# its own: cp312 manylinux wheels of the router's and the benchmark client's dependencies
-# (pinned to router/constraints.txt), the Rust vllm-router (its installed files, the extension
-# stripped of symbols, as a tar.xz), and the llm-d simulator binary (xz). About 45 MB.
+# its own, beyond the router benchmark's wheels (benchmarks/router/device_wheels.sh: the
+# router's dependencies and the Rust vllm-router): cp312 manylinux wheels of the benchmark
+# client's, config and metrics libraries (pinned to router/constraints.txt) and the llm-d
+# simulator binary (xz). About 22 MB.
 #
-#   benchmarks/kv-routing/device_bundle.sh build/kv-device     # build/ is git-ignored
+#   benchmarks/kv-routing/device_bundle.sh .kvdevice     # git-ignored
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 DEST=${1:?usage: device_bundle.sh DEST}
 PY=${PYTHON:-$ROOT/.venv/bin/python}
 SIM=$ROOT/.tools/bin/llm-d-inference-sim
-mkdir -p "$DEST/wheels"
+mkdir -p "$DEST"
 DEST=$(cd "$DEST" && pwd)
 [ -x "$SIM" ] || "$ROOT/scripts/engines/install-llmd-sim.sh" >/dev/null
 
@@ -22,10 +23,8 @@ download() {
         --platform manylinux1_x86_64 -d "$1" "${@:2}"
 }
 
-# The router's wheels, the Rust vllm-router (stripped, tar.xz), py-spy: the router benchmark's
-# own bundle. Then what this benchmark adds: its client (aiohttp), config and metrics libraries
-# and uvicorn's own needs, in case the device image lacks them.
-"$ROOT/benchmarks/router/device_wheels.sh" "$DEST/wheels" >/dev/null
+# The benchmark client (aiohttp) and uvicorn's, config and metrics libraries, in case the
+# device image lacks them.
 pins=()
 for name in aiohttp aiohappyeyeballs aiosignal attrs frozenlist multidict propcache yarl idna \
         pyyaml prometheus_client uvloop click h11; do
@@ -33,6 +32,6 @@ for name in aiohttp aiohappyeyeballs aiosignal attrs frozenlist multidict propca
     [ -n "$p" ] || { echo "no pin for $name in router/constraints.txt" >&2; exit 1; }
     pins+=("$p")
 done
-download "$DEST/wheels" "${pins[@]}"
+download "$DEST" "${pins[@]}"
 [ -s "$DEST/llm-d-inference-sim.xz" ] || xz -9 -T0 -c "$SIM" > "$DEST/llm-d-inference-sim.xz"
 du -sh "$DEST"

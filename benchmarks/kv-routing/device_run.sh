@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # The KV-routing benchmark on a many-core machine with no network, in one command: install the
-# bundle (device_bundle.sh made it) into a scratch folder, then run bench_kv.py with the
-# policies in parallel lanes (each with its own simulated fleet). About 7 minutes on 16 cores.
+# router benchmark's wheels (benchmarks/router/device_wheels.sh) and this benchmark's bundle
+# (device_bundle.sh) into a scratch folder, then run bench_kv.py with 12 cases at once (each
+# with a simulated fleet of its own). About 3.5 minutes on 16 cores.
 #
-#   benchmarks/kv-routing/device_run.sh BUNDLE_DIR OUT_DIR [bench_kv.py flags...]
+#   benchmarks/kv-routing/device_run.sh WHEELS_DIR BUNDLE_DIR OUT_DIR [bench_kv.py flags...]
 #
 # OUT_DIR receives results.json, table.md, log.txt and pip.txt (run logs stay in /tmp).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-BUNDLE=$(cd "${1:?usage: device_run.sh BUNDLE_DIR OUT_DIR}" && pwd)
-OUT=${2:?usage: device_run.sh BUNDLE_DIR OUT_DIR}
-shift 2
+USAGE="usage: device_run.sh WHEELS_DIR BUNDLE_DIR OUT_DIR"
+WHEELS=$(cd "${1:?$USAGE}" && pwd)
+BUNDLE=$(cd "${2:?$USAGE}" && pwd)
+OUT=${3:?$USAGE}
+shift 3
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 PY=${PYTHON:-python3}
@@ -18,8 +21,8 @@ SITE=${SITE:-/tmp/pdstack-kv-site}
 rm -rf "$SITE"
 mkdir -p "$SITE/bin"
 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$SITE" "$BUNDLE"/wheels/*.whl > "$OUT/pip.txt" 2>&1 || { cat "$OUT/pip.txt"; exit 1; }
-tar -C "$SITE" -xJf "$BUNDLE"/wheels/vllm_router-*-stripped.tar.xz
+    --target "$SITE" "$WHEELS"/*.whl "$BUNDLE"/*.whl > "$OUT/pip.txt" 2>&1 || { cat "$OUT/pip.txt"; exit 1; }
+tar -C "$SITE" -xJf "$WHEELS"/vllm_router-*-stripped.tar.xz
 xz -dc "$BUNDLE/llm-d-inference-sim.xz" > "$SITE/bin/llm-d-inference-sim"
 chmod +x "$SITE/bin/llm-d-inference-sim"
 cat > "$SITE/bin/vllm-router" <<EOS
@@ -33,5 +36,5 @@ echo "python $("$PY" -V 2>&1), $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loada
     | tee "$OUT/log.txt"
 "$PY" benchmarks/kv-routing/bench_kv.py --out /tmp/pdstack-kv-results \
     --sim "$SITE/bin/llm-d-inference-sim" --vllm-router "$SITE/bin/vllm-router" \
-    --parallel 5 --duration 25 "$@" 2>&1 | tee -a "$OUT/log.txt"
+    --parallel 12 --duration 20 "$@" 2>&1 | tee -a "$OUT/log.txt"
 cp /tmp/pdstack-kv-results/results.json /tmp/pdstack-kv-results/table.md "$OUT/"
