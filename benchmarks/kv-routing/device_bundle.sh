@@ -15,13 +15,8 @@ mkdir -p "$DEST"
 DEST=$(cd "$DEST" && pwd)
 [ -x "$SIM" ] || "$ROOT/scripts/engines/install-llmd-sim.sh" >/dev/null
 
-pin() { grep -i -E "^$1==" "$ROOT/router/constraints.txt" | head -1; }
-download() {
-    "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
-        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-        --platform manylinux2014_x86_64 --platform manylinux_2_5_x86_64 \
-        --platform manylinux1_x86_64 -d "$1" "${@:2}"
-}
+# shellcheck source=benchmarks/router/wheel_helpers.sh
+source "$ROOT/benchmarks/router/wheel_helpers.sh"
 
 # The benchmark client (aiohttp) and uvicorn's, config and metrics libraries, in case the
 # device image lacks them.
