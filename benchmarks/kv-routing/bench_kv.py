@@ -196,7 +196,8 @@ def main() -> int:
             with lock:
                 rows.extend(result)
 
-    threads = [threading.Thread(target=worker) for _ in range(max(1, args.parallel))]
+    # Daemon threads: Ctrl-C (SIGINT) ends the run at once and atexit stops every process.
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, args.parallel))]
     for t in threads:
         t.start()
     for t in threads:
