@@ -152,6 +152,25 @@ def run_case(
     return rows
 
 
+def save(
+    args: argparse.Namespace,
+    rows: list[dict[str, object]],
+    policies: list[str],
+    started: float,
+    done: bool = False,
+) -> None:
+    """results.json and table.md under --out: after every case, so an interrupted run keeps
+    what it measured ("complete" says whether every case ran)."""
+    meta = {"args": {k: str(v) for k, v in vars(args).items()}, "workload": WORKLOAD,
+            "timing": asdict(SimTiming()), "wall_s": time.monotonic() - started,
+            "cpus": os.cpu_count(), "loadavg_end": os.getloadavg(), "complete": done}  # fmt: skip
+    (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    table = markdown_table(rows, policies, args.slo_ttft_ms)
+    (args.out / "table.md").write_text(table)
+    if done:
+        print(table)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=ROOT / "results" / "kv-routing")
@@ -195,6 +214,7 @@ def main() -> int:
             result = run_case(pol, scen, args)  # a fleet and routers of its own
             with lock:
                 rows.extend(result)
+                save(args, rows, [p.name for p in policies], started)  # an interrupted run
 
     # Daemon threads: Ctrl-C (SIGINT) ends the run at once and atexit stops every process.
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, args.parallel))]
@@ -202,13 +222,7 @@ def main() -> int:
         t.start()
     for t in threads:
         t.join()
-    meta = {"args": {k: str(v) for k, v in vars(args).items()}, "workload": WORKLOAD,
-            "timing": asdict(SimTiming()), "wall_s": time.monotonic() - started,
-            "cpus": os.cpu_count(), "loadavg_end": os.getloadavg()}  # fmt: skip
-    (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    table = markdown_table(rows, [p.name for p in policies], args.slo_ttft_ms)
-    (args.out / "table.md").write_text(table)
-    print(table)
+    save(args, rows, [p.name for p in policies], started, done=True)
     return 0
 
 
