@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -187,6 +188,10 @@ def main() -> int:
     p.add_argument("--sim", type=Path, default=ROOT / ".tools" / "bin" / "llm-d-inference-sim")
     p.add_argument("--vllm-router", type=Path, default=PEER)
     args = p.parse_args()
+    # SIGINT or SIGTERM (even where a shell started us with SIGINT ignored) end the run at once;
+    # procs' atexit then stops every fleet and router.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     args.qps = [float(q) for q in args.qps.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     policies = [POLICIES[n] for n in args.policies.split(",")]
@@ -216,7 +221,7 @@ def main() -> int:
                 rows.extend(result)
                 save(args, rows, [p.name for p in policies], started)  # an interrupted run
 
-    # Daemon threads: Ctrl-C (SIGINT) ends the run at once and atexit stops every process.
+    # Daemon threads, so an interrupted main thread does not wait for them.
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, args.parallel))]
     for t in threads:
         t.start()

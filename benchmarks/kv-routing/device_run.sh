@@ -36,10 +36,10 @@ export PYTHONPATH="$SITE:$PWD/router/src:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHON
 "$PY" -c 'import pdrouter.cli, aiohttp, zmq, msgspec, uvloop, vllm_router_rs' || exit 1
 echo "python $("$PY" -V 2>&1), $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg)" \
     | tee "$OUT/log.txt"
-# Bounded: SIGINT after LIMIT_S stops the fleets; the table then has the cases that finished.
+# Bounded: SIGTERM after LIMIT_S stops the fleets; the table then has the cases that finished.
 rm -rf /tmp/pdstack-kv-results
 rc=0
-timeout -s INT -k 15 "${LIMIT_S:-200}" "$PY" benchmarks/kv-routing/bench_kv.py \
+timeout -k 15 "${LIMIT_S:-200}" "$PY" benchmarks/kv-routing/bench_kv.py \
     --out /tmp/pdstack-kv-results --sim "$SITE/bin/llm-d-inference-sim" \
     --vllm-router "$SITE/bin/vllm-router" --parallel 12 --duration 20 "$@" \
     >> "$OUT/log.txt" 2>&1 || rc=$?
