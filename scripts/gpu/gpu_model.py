@@ -1,7 +1,12 @@
 """Build the GPU check's tiny model offline: the project's tiny-model tokenizer (trained on
-vLLM's own sources, scripts/engines/build_tiny_model.py) with a 2-layer random-weight Llama of
-hidden size 256 (head size 64, which FlashAttention 3 on Hopper serves) and 8192 positions (the
-chart's --max-model-len). Deterministic; a finished build returns at once.
+vLLM's own sources, scripts/engines/build_tiny_model.py) with a 2-layer random-weight Llama whose
+attention has the shape of Llama-3.1-8B's (32 query heads, 8 KV heads of size 128) and 8192
+positions (the chart's --max-model-len). Deterministic; a finished build returns at once.
+
+The attention shape matters: GPU run 2 used hidden 256 with the CPU model's 2 KV heads of size 32,
+where a layer's KV tensor has two equal small dimensions (K/V and heads, both 2); LMCache 0.5.6
+read that layout wrongly (`NL x [NB, BS, NH, CS]`), moved the wrong bytes, and every decoder
+answer after an LMCache hand-off was garbage while the hit counts looked perfect.
 
     python3 scripts/gpu/gpu_model.py OUT_DIR
 """
@@ -17,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engines"))
 import build_tiny_model as cpu_model
 
-RECIPE = cpu_model.RECIPE + " | gpu: hidden 256, intermediate 512, 8192 positions"
+RECIPE = cpu_model.RECIPE + " | gpu: hidden 4096, 32 heads, 8 kv heads of 128, 8192 positions"
 
 
 def main(out: Path) -> int:
@@ -34,7 +39,8 @@ def main(out: Path) -> int:
     try:
         cpu_model.build(tmp)  # tokenizer, chat template and a small model we replace
         cfg = LlamaConfig.from_pretrained(tmp)
-        cfg.hidden_size, cfg.intermediate_size, cfg.max_position_embeddings = 256, 512, 8192
+        cfg.hidden_size, cfg.intermediate_size, cfg.max_position_embeddings = 4096, 4096, 8192
+        cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim = 32, 8, 128
         torch.manual_seed(0)
         LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(tmp)
         marker_tmp = tmp / cpu_model.MARKER

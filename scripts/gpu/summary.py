@@ -42,6 +42,16 @@ def main(results: Path) -> int:
         print(f"  engines ready after: {start.get('ready_after_s')}")
         pairs = [(r["prompt_tokens"], r["decoder_external_hits"]) for r in data.get("requests", [])]
         print(f"  (prompt tokens, decoder external hits): {pairs}")
+        local = [r.get("decoder_local_hits") for r in data.get("requests", [])]
+        if any(local):
+            print(f"  decoder local prefix-cache hits: {local}")
+        greedy = [r["greedy"] for r in data.get("requests", []) if "greedy" in r]
+        if greedy:
+            diverged = [
+                (g["diverged_at"], g.get("router_token_gap_nats")) for g in greedy if not g["equal"]
+            ]
+            equal = sum(g["equal"] for g in greedy)
+            print(f"  greedy: {equal}/{len(greedy)} equal; (diverged at, gap nats): {diverged}")
         if data.get("lmcache_retrieved"):
             print(f"  LMCache retrieved (got, needed): {data['lmcache_retrieved'][:12]}")
         rm = data.get("router_metrics") or {}

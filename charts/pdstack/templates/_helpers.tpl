@@ -310,6 +310,11 @@ is 2Gi per rank (NCCL and vLLM's worker queues use it), at most 16Gi; "0" means 
 {{- if and (eq $connector "LMCacheConnectorV1") (include "pdstack.engine.lmcachePD" .) -}}
 {{- /* LMCache PD: keep partial chunks and give each spec its own RPC socket name (seed 001). */ -}}
 {{- $extra = merge $extra (dict "discard_partial_chunks" false "lmcache_rpc_port" .spec.name) -}}
+{{- /* The decoder is sent the prompt plus the prefiller's first token: its LMCache lookup must
+  leave that token out, or the prompt's last (partial) chunk never matches and is recomputed. */ -}}
+{{- if eq (include "pdstack.engine.kvRole" .) "kv_consumer" -}}
+{{- $extra = merge $extra (dict "skip_last_n_tokens" 1) -}}
+{{- end -}}
 {{- end -}}
 {{- if $extra }}{{ $_ := set $cfg "kv_connector_extra_config" $extra }}{{ end -}}
 {{- toJson $cfg -}}
