@@ -3,12 +3,9 @@ vLLM's own sources, scripts/engines/build_tiny_model.py) with a 2-layer random-w
 attention has the shape of Llama-3.1-8B's (32 query heads, 8 KV heads of size 128) and 8192
 positions (the chart's --max-model-len). Deterministic; a finished build returns at once.
 
-The attention shape matters: GPU run 2 used hidden 256 with the CPU model's 2 KV heads of size 32,
-where a layer's KV tensor has two equal small dimensions (K/V and heads, both 2); LMCache 0.5.6
-read that layout wrongly (`NL x [NB, BS, NH, CS]`), moved the wrong bytes, and every decoder
-answer after an LMCache hand-off was garbage while the hit counts looked perfect.
-
-    python3 scripts/gpu/gpu_model.py OUT_DIR
+Runs 1 and 2 used hidden 256 with the CPU model's attention (2 KV heads of size 32); run 3 used
+this shape to rule out a layout misread by LMCache on unusual head sizes (it was not the cause:
+see docs/real-engines.md, "GPU runs 2 and 3").
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from aiohttp import web
 from tests.doubles.engine_parts.admin import AdminHandler, add_routes
 from tests.doubles.engine_parts.inference import InferenceHandler
 from tests.doubles.engine_parts.knobs import Knobs, build_parser, knobs_from_args
+from tests.doubles.engine_parts.pooling import PoolingHandler, add_pooling_routes
 from tests.doubles.engine_parts.state import EngineState
 
 log = logging.getLogger("fake_engine")
@@ -38,6 +39,7 @@ def build_app(state: EngineState) -> web.Application:
     app.router.add_post("/v1/completions", inference.completions)
     app.router.add_post("/v1/chat/completions", inference.chat)
     add_routes(app, AdminHandler(state))
+    add_pooling_routes(app, PoolingHandler(state))
 
     async def _close(_app: web.Application) -> None:
         await state.close()

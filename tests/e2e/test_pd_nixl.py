@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import procs
 import pytest
 
@@ -126,3 +127,49 @@ def test_completion_stream_matches_non_stream(
     assert len([t for t in texts if t]) > 1
     expected, _ = engine_completion(healthy_pair.prefill.url, prompt, STREAM_TOKENS)
     assert "".join(texts) == expected
+
+
+def test_n_sequences_through_pd_match_a_single_engine(
+    router: procs.ManagedProcess, healthy_pair: EnginePair
+) -> None:
+    """`n` > 1 reaches the decode only: the prefill runs one sequence (it would otherwise fan
+    out and hold KV for sequences nobody reads), and the n sequences the decode samples from
+    the transferred KV are the ones a single engine samples with the same seed."""
+    prompt = unique_prompt(repeats=3)
+    sampling = {"max_tokens": 8, "n": 3, "temperature": 1.0, "seed": 1234}
+    decisions_before = metric(router.url, DISAGGREGATED[0], **DISAGGREGATED[1])
+    via_router = client(router.url).completions.create(
+        model=MODEL, prompt=prompt, extra_body=IGNORE_EOS, **sampling
+    )
+    direct = client(healthy_pair.prefill.url).completions.create(
+        model=MODEL, prompt=prompt, extra_body=IGNORE_EOS, **sampling
+    )
+    texts = [c.text for c in sorted(via_router.choices, key=lambda c: c.index)]
+    assert sorted(c.index for c in via_router.choices) == [0, 1, 2]
+    assert texts == [c.text for c in sorted(direct.choices, key=lambda c: c.index)]
+    assert via_router.usage is not None and via_router.usage.completion_tokens == 3 * 8
+    assert metric(router.url, DISAGGREGATED[0], **DISAGGREGATED[1]) == decisions_before + 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"stream_options": {"include_usage": True}}, "stream_options"),
+        ({"max_tokens": 2, "min_tokens": 5}, "min_tokens"),
+        ({"stream": True, "prompt_logprobs": 1}, "prompt_logprobs"),
+        ({"logprobs": -2}, "logprobs"),
+        ({"n": 0}, "n"),
+        ({"n": 2, "temperature": 0}, "n"),
+    ],
+)
+def test_vllm_rules_the_router_checks_first_match_vllm(
+    router: procs.ManagedProcess, healthy_pair: EnginePair, fields: dict[str, object], param: str
+) -> None:
+    """The rules the router applies before a prefill answer like the engine itself: same status
+    and, where vLLM names one, the same param (the router always names it)."""
+    body = {"model": MODEL, "prompt": "hello", "max_tokens": 4, **fields}
+    via_router = httpx.post(router.url + "/v1/completions", json=body, timeout=30)
+    direct = httpx.post(healthy_pair.decode.url + "/v1/completions", json=body, timeout=30)
+    assert via_router.status_code == direct.status_code == 400, direct.text
+    assert via_router.json()["error"]["param"] == param
+    assert direct.json()["error"]["param"] in (param, None)

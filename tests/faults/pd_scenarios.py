@@ -30,6 +30,8 @@ class Scenario:
     charged: tuple[str, ...] = ()  # engines whose failure the router must count
     untouched: tuple[str, ...] = ()  # engines that must not have seen a request
     metric: tuple[str, dict[str, str]] | None = None  # a counter that must grow
+    retry_after: str | None = None  # the engine's Retry-After, passed through
+    engine_body: bool = False  # the error body is the engine's own (its type, code, param)
     xfail: str = ""
 
     @property
@@ -41,7 +43,12 @@ class Scenario:
         if self.stream and self.status == 200 and self.code:
             return f"200 stream, final SSE error `{self.code}` + [DONE]"
         if self.code:
-            return f"{self.status} `{self.code}`" + (f" phase `{self.phase}`" if self.phase else "")
+            text = f"{self.status} `{self.code}`" + (f" phase `{self.phase}`" if self.phase else "")
+            if self.engine_body:
+                text += ", the engine's error body"
+            if self.retry_after:
+                text += f", Retry-After {self.retry_after}"
+            return text
         return f"{self.status}" + (" (via retry)" if self.charged else "")
 
 
@@ -166,7 +173,46 @@ SCENARIOS = [
         faults={"P0": {"no_kv_params": {}}},
         metric=("pdstack_router_pd_decisions_total", {"decision": "recompute"}),
     ),
+    _s(
+        "prefill busy (503 with Retry-After), only one",
+        "1p1d",
+        503,
+        faults={"P0": {"http_error": {"status": 503, "retry_after": 7}}},
+        code="engine_overloaded",
+        phase="prefill",
+        retry_after="7",
+        engine_body=True,
+        charged=("P0",),
+        untouched=("D0",),
+    ),
+    _s(
+        "prefill rate-limited (429), 2nd prefill",
+        "2p2d",
+        200,
+        faults={"P0": {"http_error": {"status": 429}}},
+        charged=("P0",),
+        metric=RETRY,
+    ),
     # --- decode leg -------------------------------------------------------------------------
+    _s(
+        "decode busy (503 with Retry-After), only one",
+        "1p1d",
+        503,
+        faults={"D0": {"http_error": {"status": 503, "retry_after": 7}}},
+        code="engine_overloaded",
+        phase="decode",
+        retry_after="7",
+        engine_body=True,
+        charged=("D0",),
+    ),
+    _s(
+        "decode rate-limited (429), 2nd decode",
+        "2p2d",
+        200,
+        faults={"D0": {"http_error": {"status": 429}}},
+        charged=("D0",),
+        metric=DRETRY,
+    ),
     _s("decode down, 2nd decode", "2p2d", 200, kill=("D0",), charged=("D0",), metric=DRETRY),
     _s(
         "decode down, only one",
@@ -205,14 +251,21 @@ SCENARIOS = [
         charged=("D0",),
     ),
     _s(
-        "decode hanging before headers",
+        "decode hanging before headers (past --non-stream-timeout)",
         "1p1d",
         504,
         faults={"D0": {"hang": {}}},
         code="timeout",
         phase="decode",
-        deadlines=1,
+        deadlines=2,
         charged=("D0",),
+    ),
+    _s(
+        "decode answer slower than --first-byte-timeout, non-stream",
+        "1p1d",
+        200,
+        faults={"D0": {"slow": {"delay_ms": 1500}}},
+        deadlines=2,
     ),
     _s(
         "decode hanging before headers, stream",

@@ -23,8 +23,12 @@ from tests.doubles.engine_proc import FakeEngine
 from tests.harness.router_proc import RouterProcess, metric_value, static_args
 
 # Short deadlines so a fault ends in about a second; the scenarios bound the answer by these.
+# A non-streamed answer (headers come with its last byte) has its own, longer one.
 DEADLINE_S = 1.0
+NON_STREAM_DEADLINE_S = 2 * DEADLINE_S
 DEADLINE_FLAGS = [
+    "--non-stream-timeout",
+    str(NON_STREAM_DEADLINE_S),
     "--prefill-timeout",
     str(DEADLINE_S),
     "--first-byte-timeout",

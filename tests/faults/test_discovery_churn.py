@@ -77,7 +77,11 @@ def test_engines_join_and_leave_under_load(
         time.sleep(1.5)
         # Graceful leaves, one of each role, then one rejoins on the same address.
         _leave(api, router, uids.pop(p[0].url), p[0])
+        gone = f'engine="engine-decode-{d[0].port}"'  # the pod's name labels its series
+        assert gone in router.metrics()
         _leave(api, router, uids.pop(d[0].url), d[0])
+        # A departed engine's labelled series go with it (pod names never come back).
+        assert wait_for(lambda: gone not in router.metrics(), 5), "its series stayed"
         time.sleep(1)
         p[0].start()
         uids[p[0].url] = api.add(p[0], "prefill")

@@ -93,6 +93,9 @@ def fleet(fake_engine_factory_module: Any) -> Iterator[PdFleet]:
 
 def _check_answer(sc: Scenario, ans: Answer) -> None:
     assert ans.status == sc.status, ans.body[:500]
+    if sc.code is not None:
+        # Engine addresses are internal: the client's message never names one (logs do).
+        assert b"127.0.0.1" not in ans.body, ans.body[-300:]
     if sc.stream and sc.status == 200:
         assert ans.events, "expected an SSE stream"
         assert ans.events[-1] == b"[DONE]", ans.body[-300:]
@@ -104,10 +107,14 @@ def _check_answer(sc: Scenario, ans: Answer) -> None:
         return
     err = ans.json["error"]
     assert {"message", "type", "code"} <= set(err)
-    assert err["code"] == sc.code
+    # The engine's own body keeps its code (vLLM: the HTTP status); ours carries the reason.
+    assert err["code"] == (sc.status if sc.engine_body else sc.code)
     assert ans.headers["x-pdstack-pd-reason"] == sc.code
     assert ans.headers["x-pdstack-pd-phase"] == sc.phase
     assert ans.headers["x-pdstack-retryable"] in ("true", "false")
+    assert ans.headers.get("retry-after") == (sc.retry_after or ("1" if sc.status == 503 else None))
+    # The OpenAI SDKs retry 5xx on their own; not when an engine already spent the time.
+    assert ans.headers["x-should-retry"] == ("false" if sc.status == 504 else "true")
 
 
 @pytest.mark.parametrize(
@@ -141,9 +148,14 @@ def test_pd_fault(sc: Scenario, fleet: PdFleet, matrix: MatrixRecorder) -> None:
     before = router.metrics()
 
     ans = call(router.url, request_body(stream=sc.stream), timeout=sc.bound + 3)
-    observed = f"{ans.status} {ans.error_code or ''}".strip()
+    code = ans.headers.get("x-pdstack-pd-reason") or ans.error_code or ""
+    observed = f"{ans.status} {code}".strip()
     if ans.headers.get("x-pdstack-pd-phase"):
         observed += f" phase `{ans.headers['x-pdstack-pd-phase']}`"
+    if sc.engine_body and ans.status >= 400 and ans.json["error"].get("code") == ans.status:
+        observed += ", the engine's error body"
+    if ans.headers.get("retry-after") and sc.retry_after:
+        observed += f", Retry-After {ans.headers['retry-after']}"
     matrix.add(MatrixRow(sc.id, sc.router.upper(), sc.expected, observed, ans.elapsed, sc.bound))
     _check_answer(sc, ans)
     assert ans.elapsed <= sc.bound, f"answered in {ans.elapsed:.2f}s > {sc.bound:.1f}s"

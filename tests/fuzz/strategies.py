@@ -52,13 +52,26 @@ messages = st.one_of(
     json_values,
 )
 
+# Fields vLLM checks against each other (the router checks them before any engine runs).
+small_ints = st.integers(min_value=-3, max_value=6)
+_SAMPLING = {
+    "n": small_ints | json_values,
+    "min_tokens": small_ints | json_values,
+    "logprobs": st.booleans() | small_ints | json_values,
+    "top_logprobs": small_ints | json_values,
+    "prompt_logprobs": small_ints | json_values,
+    "logprob_token_ids": st.lists(st.integers(0, 9), max_size=2) | json_values,
+    "echo": st.booleans(),
+    "temperature": st.sampled_from([0, 0.0, 1e-6, 0.7, 1]) | json_values,
+}
+
 _FIELDS = {
-    "model": st.sampled_from(["tiny", "", " ", "nope"]) | json_values,
+    **_SAMPLING,
+    "model": st.sampled_from(["tiny", "", " ", "nope", "m" * 300]) | json_values,
     "stream": st.booleans() | json_values,
     "max_tokens": token_limits,
     "max_completion_tokens": token_limits,
     "stream_options": st.fixed_dictionaries({"include_usage": st.booleans()}) | json_values,
-    "temperature": st.floats(allow_nan=False, allow_infinity=False) | json_values,
     "kv_transfer_params": json_values,
     "prompt": prompts,
     "messages": messages,
@@ -86,7 +99,7 @@ def request_payloads(draw: st.DrawFn) -> dict[str, Any]:
         if kind != "absent":
             payload[name] = draw(usual if kind == "usual" else _FIELDS[name])
     others = sorted(set(_FIELDS) - set(_USUAL))
-    chosen = draw(st.sets(st.sampled_from(others), max_size=3))
+    chosen = draw(st.sets(st.sampled_from(others), max_size=4))
     payload.update({name: draw(_FIELDS[name]) for name in sorted(chosen)})
     payload.update(draw(st.dictionaries(st.text(max_size=10), json_values, max_size=2)))
     return payload
@@ -106,3 +119,20 @@ def raw_bodies(draw: st.DrawFn) -> bytes:
     if kind == "truncated":
         return body[: draw(st.integers(min_value=0, max_value=max(len(body) - 1, 0)))]
     return body
+
+
+@st.composite
+def sampling_payloads(draw: st.DrawFn) -> dict[str, Any]:
+    """A well-formed request (model, prompt and messages) with sampling fields that vLLM checks
+    against each other, often in combinations it refuses."""
+    payload: dict[str, Any] = {name: draw(usual) for name, usual in _USUAL.items()}
+    fields = {
+        **_SAMPLING,
+        "stream": st.booleans(),
+        "max_tokens": st.integers(1, 6) | st.none(),
+        "max_completion_tokens": st.integers(1, 6) | st.none(),
+        "stream_options": st.fixed_dictionaries({"include_usage": st.booleans()}) | st.none(),
+    }
+    chosen = draw(st.sets(st.sampled_from(sorted(fields)), min_size=1, max_size=5))
+    payload.update({name: draw(fields[name]) for name in sorted(chosen)})
+    return payload

@@ -21,6 +21,10 @@ from tests.fuzz.test_router_fuzz import ROUTER_JUDGED
 
 pytestmark = pytest.mark.slow
 EXAMPLES_PER_OPERATION = 40
+# The forwarded routes (/tokenize, /v1/embeddings, ...) share one code path and the router
+# judges only their `model`: fewer cases each keep the suite's time in check.
+EXAMPLES_PER_FORWARDED_ROUTE = 8
+GENERATION_PATHS = ("/v1/completions", "/v1/chat/completions")
 
 
 def _schema(target: FuzzTarget) -> Any:
@@ -47,7 +51,9 @@ def _fuzz_operation(target: FuzzTarget, counts: CaseCounts, op: Any, mode: Gener
     is_generation = op.method.upper() == "POST"
 
     @settings(
-        max_examples=EXAMPLES_PER_OPERATION,
+        max_examples=EXAMPLES_PER_OPERATION
+        if op.method.upper() != "POST" or op.path in GENERATION_PATHS
+        else EXAMPLES_PER_FORWARDED_ROUTE,
         deadline=None,
         suppress_health_check=list(HealthCheck),
         database=None,

@@ -19,6 +19,7 @@ from pdrouter.config import (
     load_settings,
     settings_as_env,
 )
+from pdrouter.logsafe import EscapingFormatter
 
 
 class JsonFormatter(logging.Formatter):
@@ -41,7 +42,7 @@ def setup_logging(settings: RouterSettings) -> None:
     if settings.log_format is LogFormat.JSON:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())

@@ -311,6 +311,12 @@ class RouterSettings(BaseModel):
     idle_timeout: float = Field(
         120.0, gt=0, description="Deadline between two chunks of an engine's stream (s)."
     )
+    non_stream_timeout: float = Field(
+        1800.0,
+        gt=0,
+        description="Deadline for an engine's whole non-streamed answer, which vLLM sends "
+        "all at once at the end (s).",
+    )
     upstream_client: UpstreamClientKind = Field(
         UpstreamClientKind.HTTPTOOLS,
         description="HTTP client for engine traffic: httptools (lean, default) or aiohttp.",

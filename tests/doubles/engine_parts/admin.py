@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 
 from . import shapes
-from .inference import error_response, hang_forever
+from .inference import error_response, hang_forever, recorded_json_body
 from .parse import RequestError, chat_tokens, prompt_tokens
 from .state import EngineState
 
@@ -60,16 +60,9 @@ class AdminHandler:
         return _json({"version": "0.0.0+fake-engine"})
 
     async def tokenize(self, request: web.Request) -> web.Response:
-        try:
-            body = orjson.loads(await request.read())
-        except orjson.JSONDecodeError:
-            return error_response(400, "Invalid JSON body")
-        if not isinstance(body, dict):
-            return error_response(400, "request body must be a JSON object")
-        self.st.log.record(request.path, "tokenize", request.headers, body)
-        model = body.get("model")
-        if model is not None and model not in self.st.knobs.models:
-            return error_response(404, f"The model `{model}` does not exist.", "model")
+        body = await recorded_json_body(self.st, request, "tokenize")
+        if isinstance(body, web.Response):
+            return body
         try:
             tokens = chat_tokens(body) if "messages" in body else prompt_tokens(body.get("prompt"))
         except RequestError as exc:

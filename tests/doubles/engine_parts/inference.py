@@ -18,7 +18,7 @@ from .faults import FaultSpec
 from .kv import nixl_params
 from .parse import DECODE, LMCACHE_PREFILL, PREFILL, Parsed, RequestError, classify, parse_request
 from .state import EngineState
-from .textgen import detokenize, fold_prompt, generate
+from .textgen import TOKEN_JSON, detokenize, fold_prompt, generate
 
 log = logging.getLogger("fake_engine")
 _SELF_HOSTS = frozenset({"localhost", "0.0.0.0", "::", "::1"})
@@ -35,6 +35,32 @@ def error_response(status: int, message: str, param: str | None = None) -> web.R
         body=shapes.error_body(status, message, param),
         content_type=shapes.JSON_TYPE,
     )
+
+
+def injected_error(spec: FaultSpec) -> web.Response:
+    """The `http_error` fault's answer, with `Retry-After` when the fault names one."""
+    resp = error_response(spec.status, spec.message or f"injected error {spec.status}")
+    if "retry_after" in spec.extra:
+        resp.headers["Retry-After"] = str(spec.extra["retry_after"])
+    return resp
+
+
+async def recorded_json_body(
+    st: EngineState, request: web.Request, kind: str
+) -> dict[str, Any] | web.Response:
+    """A non-generation route's JSON object body, recorded in /admin/stats; an error response
+    (400, or 404 for a model not served) instead when it is not acceptable."""
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return error_response(400, "Invalid JSON body")
+    if not isinstance(body, dict):
+        return error_response(400, "request body must be a JSON object")
+    st.log.record(request.path, kind, request.headers, body)
+    model = body.get("model")
+    if model is not None and model not in st.knobs.models:
+        return error_response(404, f"The model `{model}` does not exist.", "model")
+    return body
 
 
 def _has_disagg_spec(params: dict[str, Any] | None) -> bool:
@@ -114,8 +140,7 @@ class InferenceHandler:
         if "slow" in faults:
             await asyncio.sleep(faults["slow"].delay_ms / 1000)
         if "http_error" in faults:
-            spec = faults["http_error"]
-            return error_response(spec.status, spec.message or f"injected error {spec.status}")
+            return injected_error(faults["http_error"])
         if "invalid_json" in faults:
             stream = isinstance(body, dict) and body.get("stream") is True
             if not stream:
@@ -164,7 +189,7 @@ class InferenceHandler:
             st.prefix.insert(blocks)
             n_out, finish = self._output_length(p)
             out = generate(state, n_out)
-            use = shapes.usage(n_prompt, n_out, cached)
+            use = shapes.usage(n_prompt, n_out * p.n, cached)
             created = int(time.time())
             c.running_tokens += n_prompt + n_out
             try:
@@ -178,8 +203,9 @@ class InferenceHandler:
                     if total > 0:
                         await asyncio.sleep(total)
                     build = shapes.chat_body if chat else shapes.completion_body
+                    text = detokenize(out)
                     resp = web.Response(
-                        body=build(rid, created, p.model, detokenize(out), finish, use, kv_out),
+                        body=build(rid, created, p.model, text, finish, use, kv_out, p.n),
                         content_type=shapes.JSON_TYPE,
                         headers=headers,
                     )
@@ -223,6 +249,11 @@ class InferenceHandler:
         if p.kind == PREFILL and "no_kv_params" not in faults:
             remote_rid = f"{rid}-{os.urandom(4).hex()}"
             block_ids = st.nixl.hold(remote_rid, p.tokens, k.kv_lease_seconds, k.block_size)
+            # Like vLLM, n > 1 fans out into n sequences that each hold their KV for a remote
+            # decode, but only one set of params comes back: the others stay held (leaked)
+            # until their lease ends.
+            for child in range(1, p.n):
+                st.nixl.hold(f"{remote_rid}-{child}", p.tokens, k.kv_lease_seconds, k.block_size)
             return nixl_params(
                 block_ids=block_ids,
                 engine_id=k.engine_id,
@@ -294,7 +325,7 @@ class InferenceHandler:
         headers: dict[str, str],
     ) -> web.StreamResponse:
         k = self.st.knobs
-        sc = shapes.StreamChunks(p.chat, rid, created, p.model)
+        sc = shapes.StreamChunks(p.chat, rid, created, p.model, k.chat_delta)
         resp = web.StreamResponse(status=200, headers={**shapes.SSE_HEADERS, **headers})
         await resp.prepare(request)  # vLLM sends headers at once, data after the prefill
         if "hang_before_first_byte" in faults:
@@ -304,6 +335,10 @@ class InferenceHandler:
         itl = k.itl_ms / 1000
         last = len(out) - 1
         t0 = asyncio.get_running_loop().time()
+        if p.n > 1 or k.split_first_token:
+            await self._shaped_stream(resp, sc, p, out, finish, use, itl, t0)
+            await resp.write_eof()
+            return resp
         if not faults:
             if itl <= 0 and k.coalesce_chunks:
                 parts = [sc.role()] if p.chat else []
@@ -325,6 +360,37 @@ class InferenceHandler:
             await resp.write_eof()
             return resp
         return await self._faulty_stream(request, resp, sc, p, out, finish, use, faults, itl, t0)
+
+    async def _shaped_stream(
+        self,
+        resp: web.StreamResponse,
+        sc: shapes.StreamChunks,
+        p: Parsed,
+        out: list[int],
+        finish: str,
+        use: dict[str, Any],
+        itl: float,
+        t0: float,
+    ) -> None:
+        """Streams of n sequences (one event per sequence and step, like vLLM), or with the
+        first token's event split in two writes inside its text (knob split_first_token)."""
+        if p.chat:
+            await resp.write(b"".join(sc.role(i) for i in range(p.n)))
+        last = len(out) - 1
+        for j, t in enumerate(out):
+            if j and itl > 0:
+                await _sleep_until(t0 + j * itl)
+            fin = finish if j == last else None
+            step = b"".join(sc.token(t, fin, i) for i in range(p.n))
+            if j == 0 and self.st.knobs.split_first_token:
+                cut = step.index(TOKEN_JSON[t]) + 1  # just after the text's opening quote
+                await resp.write(step[:cut])
+                await asyncio.sleep(0.05)  # lands as a separate read on the other side
+                step = step[cut:]
+            await resp.write(step)
+        if p.include_usage:
+            await resp.write(sc.usage(use))
+        await resp.write(shapes.DONE)
 
     async def _faulty_stream(
         self,

@@ -12,6 +12,7 @@ from typing import Any
 from .faults import FAULT_MODES, parse_fault_list
 
 ROLES = ("both", "prefill", "decode")
+CHAT_DELTAS = ("content", "reasoning", "reasoning_content", "tool_calls")
 LMCACHE_PD_ROLES = ("", "sender", "receiver")
 FAILURE_POLICIES = ("fail", "recompute")
 
@@ -46,6 +47,8 @@ class Knobs:
     lmcache_pd_role: str = ""
     legacy_metrics: bool = False  # old names: vllm:gpu_cache_usage_perc, gpu_prefix_cache_*
     coalesce_chunks: bool = False  # itl 0: send a whole stream in one write (not engine-like)
+    chat_delta: str = "content"  # what chat stream deltas carry (CHAT_DELTAS)
+    split_first_token: bool = False  # the first token's event in two writes, split in its text
     metrics_override: dict[str, float] = field(default_factory=dict)  # metric name -> value
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)  # mode -> options
 
@@ -67,6 +70,8 @@ class Knobs:
     def check(self) -> None:
         if self.role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}")
+        if self.chat_delta not in CHAT_DELTAS:
+            raise ValueError(f"chat_delta must be one of {CHAT_DELTAS}")
         if self.lmcache_pd_role not in LMCACHE_PD_ROLES:
             raise ValueError(f"lmcache_pd_role must be one of {LMCACHE_PD_ROLES}")
         if self.kv_load_failure_policy not in FAILURE_POLICIES:
@@ -103,6 +108,8 @@ _HELP = {
     "like an LMCache 0.5.6 PD prefiller",
     "legacy_metrics": "old names: vllm:gpu_cache_usage_perc, gpu_prefix_cache_*",
     "coalesce_chunks": "itl 0: send a whole stream in one write (not engine-like)",
+    "chat_delta": "chat stream deltas carry content, reasoning, reasoning_content or tool_calls",
+    "split_first_token": "send the first token's SSE event in two writes, split inside its text",
     "metrics_override": "metric name -> value",
     "faults": "mode -> options",
     "engine_id": "engine id in NIXL params (default: a random uuid)",

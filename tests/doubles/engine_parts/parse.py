@@ -9,6 +9,7 @@ from .knobs import Knobs
 from .textgen import apply_chat_template, tokenize_text
 
 PLAIN, PREFILL, DECODE, LMCACHE_PREFILL = "plain", "prefill", "decode", "lmcache_prefill"
+MAX_N = 16  # parallel sequences per request (vLLM's VLLM_MAX_N_SEQUENCES is larger)
 
 
 class RequestError(Exception):
@@ -35,6 +36,7 @@ class Parsed:
     ignore_eos: bool
     min_tokens: int
     kv_params: dict[str, Any] | None
+    n: int = 1
 
 
 def classify(body: dict[str, Any]) -> str:
@@ -87,8 +89,9 @@ def parse_request(body: Any, chat: bool, knobs: Knobs) -> Parsed:
     if not tokens:
         raise RequestError(400, "prompt is empty", "prompt")
     n = body.get("n", 1)
-    if n != 1:
-        raise RequestError(400, "the fake engine supports only n=1", "n")
+    n = 1 if n is None else n
+    if not _is_int(n) or not 1 <= n <= MAX_N:
+        raise RequestError(400, f"n must be an integer in [1, {MAX_N}], got {n}.", "n")
     max_tokens: Any = body.get("max_tokens")
     if chat and body.get("max_completion_tokens") is not None:
         max_tokens = body["max_completion_tokens"]
@@ -145,4 +148,5 @@ def parse_request(body: Any, chat: bool, knobs: Knobs) -> Parsed:
         ignore_eos=bool(body.get("ignore_eos", False)),
         min_tokens=min_tokens,
         kv_params=params if isinstance(params, dict) else None,
+        n=n,
     )

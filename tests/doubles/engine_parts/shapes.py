@@ -50,6 +50,7 @@ def completion_body(
     finish: str,
     use: dict[str, Any],
     kv_params: dict[str, Any] | None,
+    n: int = 1,
 ) -> bytes:
     return orjson.dumps(
         {
@@ -59,13 +60,14 @@ def completion_body(
             "model": model,
             "choices": [
                 {
-                    "index": 0,
+                    "index": i,
                     "text": text,
                     "logprobs": None,
                     "finish_reason": finish,
                     "stop_reason": None,
                     "prompt_logprobs": None,
                 }
+                for i in range(n)
             ],
             "service_tier": None,
             "system_fingerprint": None,
@@ -83,6 +85,7 @@ def chat_body(
     finish: str,
     use: dict[str, Any],
     kv_params: dict[str, Any] | None,
+    n: int = 1,
 ) -> bytes:
     return orjson.dumps(
         {
@@ -92,7 +95,7 @@ def chat_body(
             "model": model,
             "choices": [
                 {
-                    "index": 0,
+                    "index": i,
                     "message": {
                         "role": "assistant",
                         "content": text,
@@ -107,6 +110,7 @@ def chat_body(
                     "finish_reason": finish,
                     "stop_reason": None,
                 }
+                for i in range(n)
             ],
             "service_tier": None,
             "system_fingerprint": None,
@@ -117,32 +121,46 @@ def chat_body(
     )
 
 
+# Chat delta kinds (knob chat_delta): what wraps a token's text in a chat stream event.
+_DELTAS = {
+    "content": (b'"delta":{"content":', b"}"),
+    "reasoning": (b'"delta":{"reasoning":', b"}"),
+    "reasoning_content": (b'"delta":{"reasoning_content":', b"}"),
+    "tool_calls": (b'"delta":{"tool_calls":[{"index":0,"function":{"arguments":', b"}}]}"),
+}
+
+
 class StreamChunks:
     """Builds one request's SSE chunks from a per-request prefix and pre-encoded tokens."""
 
-    def __init__(self, chat: bool, rid: str, created: int, model: str) -> None:
+    def __init__(
+        self, chat: bool, rid: str, created: int, model: str, delta: str = "content"
+    ) -> None:
         self.chat = chat
         obj = "chat.completion.chunk" if chat else "text_completion"
         head = orjson.dumps({"id": rid, "object": obj, "created": created, "model": model})
         # head ends with "}"; reopen it to append the choices array.
         self._head = b"data: " + head[:-1]
         if chat:
-            self._pre = self._head + b',"choices":[{"index":0,"delta":{"content":'
-            self._mid = b'},"logprobs":null,"finish_reason":'
+            opening, closing = _DELTAS[delta]
+            self._text = b',"choices":[{"index":%d,' + opening
+            self._mid = closing + b',"logprobs":null,"finish_reason":'
         else:
-            self._pre = self._head + b',"choices":[{"index":0,"text":'
+            self._text = b',"choices":[{"index":%d,"text":'
             self._mid = b',"logprobs":null,"finish_reason":'
+        self._pre = self._head + self._text % 0
 
-    def role(self) -> bytes:
+    def role(self, index: int = 0) -> bytes:
         return (
             self._head
-            + b',"choices":[{"index":0,"delta":{"role":"assistant","content":""},'
+            + b',"choices":[{"index":%d,"delta":{"role":"assistant","content":""},' % index
             + b'"logprobs":null,"finish_reason":null}]}\n\n'
         )
 
-    def token(self, token_id: int, finish: str | None) -> bytes:
+    def token(self, token_id: int, finish: str | None, index: int = 0) -> bytes:
         fin = b"null" if finish is None else b'"' + finish.encode() + b'"'
-        return self._pre + TOKEN_JSON[token_id] + self._mid + fin + b',"stop_reason":null}]}\n\n'
+        pre = self._pre if index == 0 else self._head + self._text % index
+        return pre + TOKEN_JSON[token_id] + self._mid + fin + b',"stop_reason":null}]}\n\n'
 
     def usage(self, use: dict[str, Any]) -> bytes:
         return self._head + b',"choices":[],"usage":' + orjson.dumps(use) + b"}\n\n"

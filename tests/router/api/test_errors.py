@@ -26,6 +26,8 @@ def r(engine):  # type: ignore[no-untyped-def]
         "1.5",
         "--idle-timeout",
         "1",
+        "--non-stream-timeout",
+        "1.5",
         "--max-body-bytes",
         "4096",
         "--engine-scrape-interval",
@@ -76,7 +78,7 @@ def test_chat_needs_messages(r) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_engine_4xx_is_passed_through_unchanged(r, engine) -> None:  # type: ignore[no-untyped-def]
-    bad = {"model": "tiny", "prompt": "x", "max_tokens": 2, "min_tokens": 5}
+    bad = {"model": "tiny", "prompt": "x", "max_tokens": 1_000_000}  # past the context length
     via = httpx.post(r.url + "/v1/completions", json=bad)
     direct = httpx.post(engine.url + "/v1/completions", json=bad)
     assert via.status_code == direct.status_code == 400
@@ -107,6 +109,7 @@ def test_engine_5xx_is_retried_on_another_engine(fake_engine_factory) -> None:  
     with RouterProcess([*static_args([a, b]), "--engine-scrape-interval", "60"]).start() as r:
         for _ in range(4):
             assert httpx.post(r.url + "/v1/completions", json=OK).status_code == 200
+    a.set_faults(http_error={"status": 500})
     b.set_faults(http_error={"status": 500})
     with RouterProcess([*static_args([a, b]), "--engine-scrape-interval", "60"]).start() as r:
         _error(httpx.post(r.url + "/v1/completions", json=OK), 502, "engine_error")
@@ -201,7 +204,7 @@ def test_no_engine_ready_is_503_with_retry_after(fake_engine_factory) -> None:  
 
 def test_unknown_route_and_wrong_method_are_openai_errors(r) -> None:  # type: ignore[no-untyped-def]
     _error(httpx.get(r.url + "/v1/completions"), 405, "method_not_allowed")
-    _error(httpx.post(r.url + "/v1/embeddings", json={}), 404, "not_found")
+    _error(httpx.post(r.url + "/v1/nothing-here", json={}), 404, "not_found")
 
 
 def test_openapi_describes_the_generation_routes(r) -> None:  # type: ignore[no-untyped-def]

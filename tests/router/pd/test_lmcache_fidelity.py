@@ -120,16 +120,33 @@ def test_no_path_sends_the_sender_a_plain_request(
     assert any(b.get("tools") == TOOLS for b in generation_bodies(d))
 
 
-def test_aggregated_routing_never_picks_a_sender(fake_engine_factory: Any) -> None:
-    """Round-robin over an LMCache PD pair whose decoder is gone: no engine, not the sender."""
+FORWARDED = [
+    ("/tokenize", {"prompt": SHORT}),
+    ("/detokenize", {"tokens": [1, 2]}),
+    ("/v1/embeddings", {"input": SHORT}),
+    ("/pooling", {"input": SHORT}),
+]
+
+
+@pytest.mark.parametrize("logic", ["roundrobin", "disagg_prefill"])
+def test_aggregated_routing_never_picks_a_sender(fake_engine_factory: Any, logic: str) -> None:
+    """An LMCache PD pair whose decoder is gone: neither generation nor the forwarded routes
+    (tokenizing, pooling) reach the sender; the client learns that no engine can serve."""
     p = fake_engine_factory(role="prefill", lmcache_pd_role="sender")
-    args = [*static_args([p], roles=["prefill"]), "--routing-logic", "roundrobin"]
-    with RouterProcess([*args, "--kv-transport", "lmcache"]).start(wait_ready=False) as router:
+    args = [*static_args([p], roles=["prefill"]), "--routing-logic", logic]
+    args += ["--kv-transport", "lmcache", "--pd-proxy-host", "127.0.0.1"]
+    args += ["--pd-proxy-port", str(free_port())]  # PD mode binds the ZMQ listener
+    with RouterProcess(args).start(wait_ready=False) as router:
         resp = post(router.url, "/v1/completions", {"prompt": LONG, "max_tokens": 4})
         assert resp.status_code == 503, resp.text
-        assert resp.json()["error"]["code"] == "no_ready_engine"
+        assert resp.json()["error"]["code"] in ("no_ready_engine", "decode_unavailable")
+        for path, body in FORWARDED:
+            resp = post(router.url, path, body)
+            assert resp.status_code == 503, (path, resp.text)
+            assert resp.json()["error"]["code"] == "no_ready_engine"
     assert_sender_untouched(p)
     assert generation_bodies(p) == []
+    assert not set(p.stats()["by_path"]) & {path for path, _ in FORWARDED}
 
 
 def test_max_tokens_one_returns_one_token(lm: tuple[FakeEngine, FakeEngine, str]) -> None:
@@ -200,7 +217,8 @@ def test_fields_that_cannot_be_split_run_on_the_decoder(
     body = {"messages": messages, "tools": TOOLS, "tool_choice": "required", "max_tokens": 4}
     assert post(url, "/v1/chat/completions", body).status_code == 200
     n2 = post(url, "/v1/completions", {"prompt": LONG, "n": 2, "max_tokens": 4})
-    assert n2.json()["error"]["message"] == "the fake engine supports only n=1"  # the decoder's
+    assert n2.status_code == 200, n2.text
+    assert len(n2.json()["choices"]) == 2  # the decoder made both sequences
     sent = generation_bodies(d)
     assert sent[0]["tools"] == TOOLS and sent[0]["tool_choice"] == "required"
     assert sent[1]["n"] == 2
@@ -239,3 +257,16 @@ def test_a_clients_kv_transfer_params_are_refused(lm: tuple[FakeEngine, FakeEngi
     assert resp.status_code == 400
     assert "kv_transfer_params" in resp.json()["error"]["message"]
     assert generation_bodies(p) == [] and generation_bodies(d) == []
+
+
+@pytest.mark.parametrize("fields", [{"use_beam_search": True}, {"min_tokens": "2"}])
+def test_what_no_transport_can_split_runs_on_the_decoder(
+    lm: tuple[FakeEngine, FakeEngine, str], fields: dict[str, Any]
+) -> None:
+    """The rules every transport shares (beam search; a field in a type only the engine reads)
+    apply after LMCache's own capability check: the request runs on the decoder alone."""
+    p, d, url = lm
+    post(url, "/v1/completions", {"prompt": LONG, "max_tokens": 4, **fields})
+    assert generation_bodies(p) == []
+    (decode,) = generation_bodies(d)
+    assert decode["prompt"] == LONG and "kv_transfer_params" not in decode

@@ -20,6 +20,7 @@ from pdrouter.api.admission import AdmissionGate, AdmissionLimits
 from pdrouter.api.http_protocol import EDGE_STATE_KEY, EdgeLimits
 from pdrouter.api.openai_endpoint import Handler, OpenAIEndpoint
 from pdrouter.api.openapi import add_generation_routes
+from pdrouter.api.passthrough import PASSTHROUGH_ROUTES, PassThroughValidator
 from pdrouter.api.shutdown import GracefulShutdown
 from pdrouter.api.state import AppState, build_state, on_endpoints
 from pdrouter.config import RouterSettings, RoutingLogic
@@ -121,28 +122,38 @@ def create_app(
     )
     app.state.pdstack = state
 
-    def endpoint(api: str) -> OpenAIEndpoint:
+    def endpoint(api: str, **passthrough: Any) -> OpenAIEndpoint:
         return OpenAIEndpoint(
             api,
-            handler,
+            state.aggregated.handle if passthrough else handler,
             state.metrics,
             state.auth,
             settings.max_body_bytes,
             settings.session_key,
-            needs_prompt,
+            needs_prompt and not passthrough,
             settings.log_requests,
             settings.log_bodies,
+            **passthrough,
         )
 
     hot = {"/v1/completions": endpoint("completions"), "/v1/chat/completions": endpoint("chat")}
+    check_passthrough = PassThroughValidator(state.pool)
+    for path, api in PASSTHROUGH_ROUTES.items():
+        hot[path] = endpoint(api, path=path, validate=check_passthrough)
     for path, asgi in hot.items():  # also routed by FastAPI, e.g. for other methods' 405
         app.router.routes.append(Route(path, asgi, methods=["POST"]))
 
-    @app.get("/health", summary="Liveness: the router process is serving.")
+    @app.api_route(
+        "/health", methods=["GET", "HEAD"], summary="Liveness: the router process is serving."
+    )
     async def health() -> Response:
         return _json({"status": "ok"})
 
-    @app.get("/ready", summary="Readiness: every served model has a healthy path.")
+    @app.api_route(
+        "/ready",
+        methods=["GET", "HEAD"],
+        summary="Readiness: every served model has a healthy path.",
+    )
     async def ready() -> Response:
         if shutdown.draining:
             return _json({"ready": False, "detail": "shutting down"}, 503, {"retry-after": "1"})
@@ -158,7 +169,9 @@ def create_app(
             body["detail"] = "no engines discovered"
         return _json(body, 200 if all_ok else 503, None if all_ok else {"retry-after": "1"})
 
-    @app.get("/v1/models", summary="Models with at least one ready engine.")
+    @app.api_route(
+        "/v1/models", methods=["GET", "HEAD"], summary="Models with at least one ready engine."
+    )
     async def models() -> Response:
         created = int(time.time())
         data = [
@@ -247,7 +260,8 @@ def create_app(
                     version=app.version,
                     description=app.description,
                     routes=app.routes,
-                )
+                ),
+                PASSTHROUGH_ROUTES,
             )
         return app.openapi_schema
 

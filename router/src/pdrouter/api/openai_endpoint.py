@@ -34,25 +34,37 @@ from pdrouter.proxy.responses import (
     send_stream,
 )
 from pdrouter.scheduling.request import RequestFeatures
-from pdrouter.stats.router_metrics import RouterMetrics
+from pdrouter.stats.router_metrics import UNKNOWN_MODEL, RouterMetrics
 
 log = logging.getLogger("pdrouter.access")
 
 Handler = Callable[[ClientRequest], Awaitable[Outcome]]
+# (api, payload) -> (model, stream); raises RouterError for a request the router refuses.
+Validator = Callable[[str, dict[str, Any]], tuple[str, bool]]
 _FORWARDED = (b"authorization", b"traceparent", b"tracestate")
 _JSON_TYPES = (b"application/json", b"application/x-ndjson")
 
 
-# Generated request ids: a random per-process prefix and a counter, unique across router
-# replicas and restarts, and far cheaper than a uuid4 per request.
+# Engine request ids: a random per-process prefix and a counter, unique across router replicas
+# and restarts, and far cheaper than a uuid4 per request. Engines key a request's state on its
+# id (vLLM's scheduler, NIXL's KV hand-off), so a client's X-Request-Id, which need not be
+# unique, is echoed and logged but never sent to an engine.
 _ID_PREFIX = uuid.uuid4().hex[:16]
 _ids = itertools.count(1)
 
 
-def _request_id(value: bytes | None) -> str:
+def _engine_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ids):016x}"
+
+
+def _client_request_id(value: bytes | None) -> str | None:
     if value and len(value) <= 128 and value.isascii() and value.decode().isprintable():
         return value.decode()
-    return f"{_ID_PREFIX}{next(_ids):016x}"
+    return None
+
+
+class ClientGone(Exception):
+    """The client hung up before its request body arrived."""
 
 
 class OpenAIEndpoint:
@@ -69,9 +81,14 @@ class OpenAIEndpoint:
         needs_prompt: bool,
         log_requests: bool,
         log_bodies: bool,
+        path: str | None = None,
+        validate: Validator = validate_payload,
     ) -> None:
         self.api = api
-        self.path = "/v1/chat/completions" if api == "chat" else "/v1/completions"
+        self.path = path or ("/v1/chat/completions" if api == "chat" else "/v1/completions")
+        self.validate = validate
+        # Latency histograms describe generation; a /tokenize call would only blur them.
+        self.generation = api in ("completions", "chat")
         self.handler = handler
         self.metrics = metrics
         self.auth = auth
@@ -87,17 +104,22 @@ class OpenAIEndpoint:
         headers: dict[bytes, bytes] = {}
         for key, value in scope["headers"]:
             headers[key] = value
-        request_id = _request_id(headers.get(b"x-request-id"))
-        reply_headers = {"x-request-id": request_id}
-        model = "unknown"
+        request_id = _engine_request_id()
+        client_id = _client_request_id(headers.get(b"x-request-id"))
+        reply_headers = {"x-request-id": client_id or request_id}
+        model = UNKNOWN_MODEL
         try:
             forward = self._forward_headers(headers)
             body = await self._read_body(headers, receive)
             payload = parse_body(body)
-            model, stream = validate_payload(self.api, payload)
+            model, stream = self.validate(self.api, payload)
         except RouterError as err:
             self._count_error(model, err)
             await send_error(send, err, reply_headers)
+            return
+        except ClientGone:  # nothing to answer, nothing reached an engine: counted, no trace
+            self.metrics.requests.labels(UNKNOWN_MODEL, self.api, "cancelled").inc()
+            log.info("request %s: client hung up while sending its body", request_id)
             return
         if self.log_bodies:
             log.debug("request %s body: %s", request_id, body[:4096].decode("utf-8", "replace"))
@@ -111,6 +133,7 @@ class OpenAIEndpoint:
             model=model,
             stream=stream,
             request_id=request_id,
+            client_request_id=client_id,
             forward_headers=forward,
             features=RequestFeatures(
                 model=model,
@@ -156,8 +179,9 @@ class OpenAIEndpoint:
             ctype = (b"content-type", (outcome.content_type or "application/json").encode())
             ok = outcome.status < 400
             self._finish(req, "ok" if ok else "client_error", None)
-            if ok:
-                self.metrics.e2e.labels(req.model).observe(time.monotonic() - req.arrived)
+            if ok and self.generation:
+                label = self.metrics.model_label(req.model)
+                self.metrics.e2e.labels(label).observe(time.monotonic() - req.arrived)
             await send_body(send, outcome.status, outcome.body, headers, ctype)
             return
 
@@ -166,7 +190,8 @@ class OpenAIEndpoint:
             if error is not None:
                 self._count_error(req.model, error)
             elif result == "ok":
-                self.metrics.e2e.labels(req.model).observe(time.monotonic() - req.arrived)
+                label = self.metrics.model_label(req.model)
+                self.metrics.e2e.labels(label).observe(time.monotonic() - req.arrived)
             self._finish(req, result, error)
 
         try:
@@ -224,7 +249,7 @@ class OpenAIEndpoint:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise asyncio.CancelledError()
+                raise ClientGone()
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
@@ -245,20 +270,23 @@ class OpenAIEndpoint:
         self.metrics.errors.labels(err.code, err.phase or "router").inc()
 
     def _finish(self, req: ClientRequest, outcome: str, err: RouterError | None) -> None:
-        self.metrics.requests.labels(req.model, self.api, outcome).inc()
+        self.metrics.requests.labels(self.metrics.model_label(req.model), self.api, outcome).inc()
+        client = f" client_id={req.client_request_id}" if req.client_request_id else ""
         if outcome == "error" and err is not None:
             log.warning(
-                "request %s model=%s failed: %s %s (%s)",
+                "request %s%s model=%s failed: %s %s (%s)",
                 req.request_id,
+                client,
                 req.model,
                 err.status,
                 err.code,
-                err.message,
+                err.detail,
             )
         elif self.log_requests:
             log.info(
-                "request %s model=%s api=%s stream=%s outcome=%s latency_ms=%.1f",
+                "request %s%s model=%s api=%s stream=%s outcome=%s latency_ms=%.1f",
                 req.request_id,
+                client,
                 req.model,
                 self.api,
                 req.stream,

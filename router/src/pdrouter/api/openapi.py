@@ -1,5 +1,5 @@
-"""OpenAPI description of the two generation routes, which are plain ASGI routes that FastAPI
-cannot describe itself. Clients and schemathesis read it from /openapi.json."""
+"""OpenAPI description of the generation and forwarded routes, which are plain ASGI routes that
+FastAPI cannot describe itself. Clients and schemathesis read it from /openapi.json."""
 
 from __future__ import annotations
 
@@ -91,8 +91,19 @@ def _operation(summary: str, schema: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def add_generation_routes(schema: dict[str, Any]) -> dict[str, Any]:
+# Forwarded as they are: the engine judges everything but `model` (optional with one model).
+_PASSTHROUGH = {
+    "type": "object",
+    "properties": {"model": {"type": "string", "minLength": 1, "maxLength": 256}},
+}
+
+
+def add_generation_routes(
+    schema: dict[str, Any], passthrough: dict[str, str] | None = None
+) -> dict[str, Any]:
     paths = schema.setdefault("paths", {})
     paths["/v1/completions"] = _operation("OpenAI completions (routed to an engine)", _COMPLETIONS)
     paths["/v1/chat/completions"] = _operation("OpenAI chat completions (routed)", _CHAT)
+    for path, api in (passthrough or {}).items():
+        paths[path] = _operation(f"vLLM {api} (forwarded to an engine of the model)", _PASSTHROUGH)
     return schema

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from pdrouter.stats.router_metrics import RouterMetrics
 from pdrouter.stats.scraper import EngineScraper, ProbeSettings
 
 log = logging.getLogger(__name__)
+_FORGET_RETRY_S = 1.0
 
 
 def _keys_from_env(name: str, flag: str = "--api-key-env") -> list[str]:
@@ -237,12 +239,30 @@ def build_state(
             logic,
             client,
             metrics,
-            kv.prompt if kv and logic.uses(KvPrefix) else None,
-            prefill_is_exclusive(settings),
+            kv=kv.prompt if kv and logic.uses(KvPrefix) else None,
+            non_stream_timeout=settings.non_stream_timeout,
+            exclusive_prefill=prefill_is_exclusive(settings),
         ),
         scrape=follower is None,
         kv=kv,
     )
+
+
+def _forget_when_idle(state: AppState, engine: EngineState) -> None:
+    """Drop a departed engine's labelled series once its last request ended (ending one would
+    create them again), unless an engine of the same name joined meanwhile."""
+    name = engine.endpoint.display_name
+    if any(o.endpoint.display_name == name for o in state.pool.all()):
+        return
+    if engine.in_flight > 0:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: nothing can still be in flight on it
+            state.metrics.forget_engine(name)
+            return
+        loop.call_later(_FORGET_RETRY_S, _forget_when_idle, state, engine)
+        return
+    state.metrics.forget_engine(name)
 
 
 def on_endpoints(state: AppState) -> object:
@@ -257,6 +277,7 @@ def on_endpoints(state: AppState) -> object:
             )
         for s in removed:
             log.info("engine removed: %s", s.endpoint.display_name)
+            _forget_when_idle(state, s)
         if added:
             state.scraper.poke()
         if state.kv is not None and state.kv.subscriber is not None:

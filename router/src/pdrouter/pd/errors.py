@@ -12,7 +12,16 @@ DECODE_FAILED = "decode_failed"
 TIMEOUT = "timeout"
 
 
-def pd_error(status: int, code: str, phase: str, message: str, retryable: bool) -> RouterError:
+def pd_error(
+    status: int,
+    code: str,
+    phase: str,
+    message: str,
+    retryable: bool,
+    detail: str | None = None,
+    spent: bool = False,
+) -> RouterError:
+    """`message` goes to the client (no engine addresses); `detail`, if given, to the log."""
     return RouterError(
         status,
         message,
@@ -22,6 +31,8 @@ def pd_error(status: int, code: str, phase: str, message: str, retryable: bool) 
         retryable=retryable,
         retry_after=1 if status == 503 else None,
         pd=True,
+        detail=detail,
+        spent=spent,
     )
 
 
@@ -30,14 +41,16 @@ def unavailable(phase: str, message: str) -> RouterError:
     return pd_error(503, code, phase, message, retryable=True)
 
 
-def failed(phase: str, message: str, retryable: bool = True) -> RouterError:
+def failed(phase: str, message: str, detail: str | None = None) -> RouterError:
     code = PREFILL_FAILED if phase == "prefill" else DECODE_FAILED
-    return pd_error(502, code, phase, message, retryable)
+    return pd_error(502, code, phase, message, True, detail)
 
 
-def timed_out(phase: str, message: str) -> RouterError:
-    return pd_error(504, TIMEOUT, phase, message, retryable=True)
+def timed_out(phase: str, message: str, detail: str | None = None) -> RouterError:
+    # The engine was computing when the deadline passed: clients should not repeat that work
+    # on their own (x-should-retry: false), though sending it again may succeed.
+    return pd_error(504, TIMEOUT, phase, message, True, detail, spent=True)
 
 
-def kv_missing(message: str) -> RouterError:
-    return pd_error(502, KV_TRANSFER_MISSING, "kv_transfer", message, retryable=True)
+def kv_missing(message: str, detail: str | None = None) -> RouterError:
+    return pd_error(502, KV_TRANSFER_MISSING, "kv_transfer", message, True, detail)

@@ -12,7 +12,8 @@ import functools
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
 from typing import Any
 
 import orjson
@@ -20,6 +21,7 @@ import orjson
 from pdrouter.config import MissingKvPolicy, RouterSettings
 from pdrouter.kvcache.index import KvBlockIndex
 from pdrouter.pd import errors as pd_errors
+from pdrouter.pd.shaping import direct_only
 from pdrouter.pd.transports.base import (
     DecodeRequest,
     KvTransport,
@@ -35,7 +37,13 @@ from pdrouter.proxy.client import (
     EngineTimeout,
 )
 from pdrouter.proxy.context import ClientRequest
-from pdrouter.proxy.errors import RouterError, bad_request, not_found_model
+from pdrouter.proxy.errors import (
+    BUSY_STATUSES,
+    RouterError,
+    bad_request,
+    engine_answer,
+    not_found_model,
+)
 from pdrouter.proxy.outcome import BodyOutcome, Outcome, StreamOutcome
 from pdrouter.proxy.prompt_kv import PromptKv, reported_cached_tokens
 from pdrouter.proxy.tracking import EngineCall
@@ -62,49 +70,75 @@ log = logging.getLogger(__name__)
 
 
 _OUTER_SLACK = 0.05  # seconds
+_NO_GUARD = contextlib.nullcontext()
 
 
 class _LegFailed(Exception):
-    """A leg failed before anything reached the client."""
+    """A leg failed before anything reached the client. `public` is the client's message (no
+    engine address); str() is the log line; `answer` is a busy engine's own reply (429/503),
+    what the client gets if no other engine takes the leg."""
 
-    def __init__(self, message: str, timeout: bool = False) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        public: str,
+        engine: str,
+        detail: str = "",
+        timeout: bool = False,
+        answer: RouterError | None = None,
+    ) -> None:
+        super().__init__(f"{public} [engine {engine}]" + (f": {detail}" if detail else ""))
+        self.public = public
         self.timeout = timeout
+        self.answer = answer
 
 
-@contextlib.contextmanager
-def _leg_errors(
-    call: EngineCall, leg: str, on_abort: Callable[[], None] | None = None
-) -> Iterator[None]:
+class _leg_errors:
     """Map an engine call's transport failures to _LegFailed, charging the engine; anything
-    else (a cancelled client, our own errors) closes the call as cancelled and propagates."""
-    name = call.engine.endpoint.display_name
-    try:
-        yield
-    except EngineConnectError as exc:
-        call.close("error", engine_fault=True)
-        raise _LegFailed(f"{leg} engine {name} unreachable: {exc}") from None
-    except EngineTimeout as exc:
-        call.close("error", engine_fault=True)
-        raise _LegFailed(f"{leg} engine {name} timed out ({exc.what})", True) from None
-    except EngineBrokenStream as exc:
-        call.close("error", engine_fault=True)
-        raise _LegFailed(f"{leg} engine {name} broke off: {exc}") from None
-    except BaseException:
+    else (a cancelled client, our own errors) closes the call as cancelled and propagates.
+    A class, not a generator context manager: it is entered up to three times a request, and
+    this costs a fifth as much."""
+
+    __slots__ = ("call", "leg", "on_abort")
+
+    def __init__(
+        self, call: EngineCall, leg: str, on_abort: Callable[[], None] | None = None
+    ) -> None:
+        self.call = call
+        self.leg = leg
+        self.on_abort = on_abort
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            return
+        call, leg = self.call, self.leg
+        name = call.engine.endpoint.display_name
+        if isinstance(exc, EngineConnectError):
+            call.close("error", engine_fault=True)
+            raise _LegFailed(f"{leg} engine unreachable", name, str(exc)) from None
+        if isinstance(exc, EngineTimeout):
+            call.close("error", engine_fault=True)
+            raise _LegFailed(f"{leg} engine timed out ({exc.what})", name, timeout=True) from None
+        if isinstance(exc, EngineBrokenStream):
+            call.close("error", engine_fault=True)
+            raise _LegFailed(f"{leg} engine broke off", name, str(exc)) from None
         call.close("cancelled")
-        if on_abort is not None:
-            on_abort()
-        raise
+        if self.on_abort is not None:
+            self.on_abort()
 
 
-class _EngineRejected(Exception):
-    """The engine judged the request invalid (4xx): pass its answer through, never retry."""
-
-    def __init__(self, status: int, body: bytes, content_type: str | None) -> None:
-        super().__init__(status)
-        self.status = status
-        self.body = body
-        self.content_type = content_type
+def _engine_busy(
+    call: EngineCall, leg: str, status: int, raw: bytes, retry_after: str | None
+) -> _LegFailed:
+    """A 429/503 leg: another engine may take it; a 503 counts against the engine."""
+    call.close("error", engine_fault=status >= 500)
+    name = call.engine.endpoint.display_name
+    answer = engine_answer(status, raw, retry_after, phase=leg, pd=True, engine=name)
+    return _LegFailed(f"{leg} engine busy (HTTP {status})", name, answer.message, answer=answer)
 
 
 class PdOrchestrator:
@@ -128,13 +162,18 @@ class PdOrchestrator:
         self.kv = kv
         self.scheduler = build_pd_scheduler(settings, index, transport.exclusive_prefill)
         # Direct and fallback requests run like aggregated ones, on the planned engine.
-        self.direct = AggregatedProxy(pool, _Fixed(), client, metrics)
+        self.direct = AggregatedProxy(
+            pool, _Fixed(), client, metrics, non_stream_timeout=settings.non_stream_timeout
+        )
+        self.non_stream_timeout = self.direct.non_stream_timeout
 
     async def handle(self, req: ClientRequest) -> Outcome:
         engines = self.pool.for_model(req.model)
         if not engines:
             raise not_found_model(req.model)
-        unsupported = self.transport.unsupported(req)
+        # The one decision "PD or one engine" besides the scheduler's: the transport's own
+        # limits first (they may refuse a field), then what no transport can split.
+        unsupported = self.transport.unsupported(req) or direct_only(req)
         if unsupported is not None and not unsupported.direct:
             raise bad_request(
                 f"{unsupported.field}: {unsupported.reason}", "unsupported_field", unsupported.field
@@ -168,7 +207,11 @@ class PdOrchestrator:
         try:
             return await self.direct.send(engine, req)
         except Retryable as exc:
-            raise pd_errors.failed("decode", exc.error.message) from None
+            err = exc.error
+            if err.engine_body is not None:  # a busy engine's own answer, with its Retry-After
+                err.phase, err.pd = "decode", True
+                raise err from None
+            raise pd_errors.failed("decode", err.message, err.detail) from None
 
     # --- prefill --------------------------------------------------------------------------
     async def _prefill_phase(
@@ -182,11 +225,16 @@ class PdOrchestrator:
         send = functools.partial(self._send_prefill, req)
         for attempt in range(attempts):
             tried.add(prefill.id)
+            # The engine calls inside enforce the deadline themselves (and charge the engine);
+            # the outer guard, a little later, bounds what they do not cover, if anything.
+            guard = (
+                _NO_GUARD
+                if self.transport.prefill_bounded
+                else asyncio.timeout(self.settings.prefill_timeout + _OUTER_SLACK)
+            )
             try:
-                # The engine calls inside enforce the deadline themselves (and charge the engine);
-                # this outer guard, a little later, bounds what they do not cover.
                 predicted = self._predict(req, prefill, engines)
-                async with asyncio.timeout(self.settings.prefill_timeout + _OUTER_SLACK):
+                async with guard:
                     result = await self.transport.prefill(
                         req,
                         prefill,
@@ -199,26 +247,20 @@ class PdOrchestrator:
                 return result
             except TimeoutError:
                 last = _LegFailed(
-                    f"prefill on {prefill.endpoint.display_name} exceeded "
-                    f"{self.settings.prefill_timeout:g}s",
+                    f"prefill exceeded {self.settings.prefill_timeout:g}s",
+                    prefill.endpoint.display_name,
                     timeout=True,
                 )
                 self._charge_timeout(prefill)
             except _LegFailed as exc:
                 last = exc
-            except _EngineRejected as exc:
-                raise RouterError(
-                    exc.status,
-                    error_detail(exc.body),
-                    type="invalid_request_error",
-                    code="engine_rejected",
-                    phase="prefill",
-                ) from None
             except MissingKvParams as exc:
                 self._on_missing_kv(str(exc))
                 return None
             except KvWaitTimeout as exc:
-                raise pd_errors.timed_out("kv_transfer", str(exc)) from None
+                raise pd_errors.timed_out(
+                    "kv_transfer", "the prefill engine did not report the KV transfer", str(exc)
+                ) from None
             log.warning("request %s: %s", req.request_id, last)
             others = [
                 s
@@ -231,9 +273,11 @@ class PdOrchestrator:
             await asyncio.sleep(random.uniform(0.0, 0.02 * (2**attempt)))  # jittered backoff
             prefill = self.scheduler.pick_prefill(others, req.features)
         assert last is not None
+        if last.answer is not None:
+            raise last.answer
         if last.timeout:
-            raise pd_errors.timed_out("prefill", str(last))
-        raise pd_errors.failed("prefill", str(last))
+            raise pd_errors.timed_out("prefill", last.public, str(last))
+        raise pd_errors.failed("prefill", last.public, str(last))
 
     def _predict(
         self, req: ClientRequest, prefill: EngineState, engines: tuple[EngineState, ...]
@@ -249,7 +293,9 @@ class PdOrchestrator:
             log.warning("%s; decode will recompute the prompt", message)
             return None
         self.metrics.pd_missing_kv.labels("fail").inc()
-        raise pd_errors.kv_missing(message)
+        raise pd_errors.kv_missing(
+            "the prefill engine handed over no KV-transfer parameters", message
+        )
 
     def _charge_timeout(self, engine: EngineState) -> None:
         if engine.record_failure():
@@ -273,22 +319,26 @@ class PdOrchestrator:
                 first_byte_timeout=deadline,
             )
             raw = await resp.read(max(deadline - (time.monotonic() - call.started), 0.001))
+        if resp.status in BUSY_STATUSES:
+            raise _engine_busy(call, "prefill", resp.status, raw, resp.headers.get("retry-after"))
         if resp.status >= 500:
             call.close("error", engine_fault=True)
-            raise _LegFailed(
-                f"prefill engine {name} answered HTTP {resp.status}: {error_detail(raw)}"
-            )
-        if resp.status >= 400:
+            detail = error_detail(raw)
+            raise _LegFailed(f"prefill engine answered HTTP {resp.status}: {detail}", name)
+        if resp.status >= 400:  # the request is wrong: the engine's own answer, never retried
             call.close("client_error")
-            raise _EngineRejected(resp.status, raw, resp.headers.get("content-type"))
+            retry_after = resp.headers.get("retry-after")
+            raise engine_answer(
+                resp.status, raw, retry_after, phase="prefill", pd=True, engine=name
+            )
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
             call.close("error", engine_fault=True)
-            raise _LegFailed(f"prefill engine {name} answered invalid JSON") from None
+            raise _LegFailed("prefill engine answered invalid JSON", name) from None
         if not isinstance(data, dict):
             call.close("error", engine_fault=True)
-            raise _LegFailed(f"prefill engine {name} answered a non-object")
+            raise _LegFailed("prefill engine answered a non-object", name)
         call.close("ok")
         self.metrics.pd_prefill.labels(name).observe(time.monotonic() - call.started)
         return data
@@ -310,7 +360,7 @@ class PdOrchestrator:
         tried: set[str] = set()
         if result is not None:
             tried.add(result.engine.id)
-        last_error = ""
+        last: _LegFailed | None = None
         for attempt in range(attempts):
             tried.add(decode.id)
             if attempt == 0:
@@ -321,38 +371,48 @@ class PdOrchestrator:
                 return await self._send_decode(req, dreq, decode)
             except _LegFailed as exc:
                 if exc.timeout:
-                    raise pd_errors.timed_out("decode", str(exc)) from None
-                last_error = str(exc)
+                    raise pd_errors.timed_out("decode", exc.public, str(exc)) from None
+                last = exc
                 log.warning("request %s: %s", req.request_id, exc)
             others = decode_candidates(engines, tried)
             if not others or attempt + 1 >= attempts:
                 break
             decode = self.scheduler.pick_decode(others, req.features)
+        assert last is not None
+        if last.answer is not None:
+            raise last.answer
         hint = "" if retryable else " (the KV cache was sent to that decoder only)"
-        raise pd_errors.failed("decode", last_error + hint)
+        raise pd_errors.failed("decode", last.public + hint, str(last))
 
     async def _send_decode(
         self, req: ClientRequest, dreq: DecodeRequest, engine: EngineState
     ) -> Outcome:
         call = EngineCall(engine, self.metrics, "decode")
         name = engine.endpoint.display_name
+        deadline = self.client.first_byte_timeout if dreq.stream else self.non_stream_timeout
         with _leg_errors(call, "decode"):
             resp = await self.client.post(
                 engine.endpoint.url + dreq.path,
                 dreq.body,
                 engine_headers(req.forward_headers, req.request_id),
+                first_byte_timeout=deadline,
             )
         with _leg_errors(call, "decode", on_abort=resp.release):
+            if resp.status in BUSY_STATUSES:
+                raw = await resp.read(self.client.idle_timeout)
+                retry_after = resp.headers.get("retry-after")
+                raise _engine_busy(call, "decode", resp.status, raw, retry_after)
             if resp.status >= 500:
                 detail = error_detail(await resp.read(self.client.idle_timeout))
                 call.close("error", engine_fault=True)
-                raise _LegFailed(f"decode engine {name} answered HTTP {resp.status}: {detail}")
+                raise _LegFailed(f"decode engine answered HTTP {resp.status}: {detail}", name)
             if resp.status >= 400 or not dreq.stream:
-                raw = await resp.read(self.client.first_byte_timeout)
+                remaining = deadline - (time.monotonic() - call.started)
+                raw = await resp.read(max(remaining, 1.0))
                 ok = resp.status < 400
                 if ok and not is_json_object(raw):
                     call.close("error", engine_fault=True)
-                    raise _LegFailed(f"decode engine {name} answered invalid JSON")
+                    raise _LegFailed("decode engine answered invalid JSON", name)
                 call.close("ok" if ok else "client_error")
                 if ok and dreq.transform_body is not None:
                     raw = dreq.transform_body(raw)
@@ -372,7 +432,7 @@ class PdOrchestrator:
 def _decode_error(exc: RouterError) -> RouterError:
     """After the first byte, failures are the decode leg's: say so in the final SSE event."""
     code = pd_errors.TIMEOUT if exc.code == "timeout" else pd_errors.DECODE_FAILED
-    return pd_errors.pd_error(exc.status, code, "decode", exc.message, False)
+    return pd_errors.pd_error(exc.status, code, "decode", exc.message, False, exc.detail)
 
 
 async def _as_decode_errors(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

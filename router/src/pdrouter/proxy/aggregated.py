@@ -13,9 +13,12 @@ from pdrouter.proxy.client import (
 )
 from pdrouter.proxy.context import ClientRequest
 from pdrouter.proxy.errors import (
+    BUSY_STATUSES,
     RouterError,
+    engine_answer,
     no_engine,
     not_found_model,
+    upstream_broken,
     upstream_failed,
     upstream_timeout,
     upstream_unreachable,
@@ -63,6 +66,7 @@ class AggregatedProxy:
         client: EngineClient,
         metrics: RouterMetrics,
         kv: PromptKv | None = None,
+        non_stream_timeout: float | None = None,
         exclusive_prefill: bool = False,
     ) -> None:
         self.pool = pool
@@ -71,6 +75,9 @@ class AggregatedProxy:
         self.retry_logic = LeastLoaded()
         self.client = client
         self.metrics = metrics
+        # vLLM sends a non-streamed answer's headers only with its last byte, so that answer
+        # gets its own deadline rather than the first-byte one.
+        self.non_stream_timeout = non_stream_timeout or client.first_byte_timeout
         self.exclusive_prefill = exclusive_prefill
 
     async def handle(self, req: ClientRequest) -> Outcome:
@@ -100,7 +107,7 @@ class AggregatedProxy:
                     "request %s: engine %s failed before any byte (%s); %s",
                     req.request_id,
                     engine.endpoint.display_name,
-                    exc.error.message,
+                    exc.error.detail,
                     "retrying on another engine" if attempt + 1 < MAX_ATTEMPTS else "giving up",
                 )
         if last_error is not None:
@@ -111,11 +118,13 @@ class AggregatedProxy:
         """Run the request on one engine; raises Retryable if nothing reached the client."""
         call = EngineCall(engine, self.metrics, "aggregated")
         name = engine.endpoint.display_name
+        deadline = self.client.first_byte_timeout if req.stream else self.non_stream_timeout
         try:
             resp = await self.client.post(
                 engine.endpoint.url + req.path,
                 req.body,
                 engine_headers(req.forward_headers, req.request_id),
+                first_byte_timeout=deadline,
             )
         except EngineConnectError as exc:
             call.close("error", engine_fault=True)
@@ -131,12 +140,17 @@ class AggregatedProxy:
             raise
 
         try:
+            if resp.status in BUSY_STATUSES:  # busy: another engine may take it
+                raw = await resp.read(self.client.idle_timeout)
+                call.close("error", engine_fault=resp.status >= 500)
+                retry_after = resp.headers.get("retry-after")
+                raise Retryable(engine_answer(resp.status, raw, retry_after, engine=name))
             if resp.status >= 500:
                 detail = error_detail(await resp.read(self.client.idle_timeout))
                 call.close("error", engine_fault=True)
                 raise Retryable(upstream_failed(name, resp.status, detail))
             if resp.status >= 400 or not req.stream:
-                remaining = self.client.first_byte_timeout - (time.monotonic() - call.started)
+                remaining = deadline - (time.monotonic() - call.started)
                 body = await resp.read(max(remaining, 1.0))
                 ok = resp.status < 400
                 if ok and not is_json_object(body):
@@ -148,7 +162,7 @@ class AggregatedProxy:
             call.close("error", engine_fault=True)
             if isinstance(exc, EngineTimeout):
                 raise upstream_timeout(name, exc.what) from None
-            raise upstream_failed(name, resp.status, str(exc)) from None
+            raise upstream_broken(name, str(exc)) from None
         except BaseException:
             call.close("cancelled")
             resp.release()

@@ -19,9 +19,10 @@ class ClientRequest:
     payload: dict[str, Any]
     model: str
     stream: bool
-    request_id: str
+    request_id: str  # the router's id, sent to engines (X-Request-Id) and logged
     forward_headers: dict[str, str]
     features: RequestFeatures
     arrived: float
     include_usage: bool = False
+    client_request_id: str | None = None  # the client's X-Request-Id: echoed and logged
     tags: dict[str, str] = field(default_factory=dict)

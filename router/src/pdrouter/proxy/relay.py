@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from pdrouter.proxy.client import EngineTimeout
 from pdrouter.proxy.errors import (
     RouterError,
-    upstream_failed,
+    upstream_broken,
     upstream_timeout,
     upstream_truncated,
 )
@@ -93,7 +93,7 @@ def stream_failure(exc: BaseException, name: str) -> RouterError:
         return exc
     if isinstance(exc, EngineTimeout):
         return upstream_timeout(name, exc.what)
-    return upstream_failed(name, 200, f"stream broke: {exc}")
+    return upstream_broken(name, str(exc))
 
 
 class ClientWriter(Protocol):

@@ -7,14 +7,11 @@ the call ends (success, engine failure, client error, cancellation, client disco
 
 from __future__ import annotations
 
-import re
 import time
 
+from pdrouter.proxy.token_scan import TAIL_BYTES, carries_token
 from pdrouter.stats.engine_state import EngineState
 from pdrouter.stats.router_metrics import RouterMetrics
-
-# The first SSE event that carries generated text (completions `text` or chat `content`).
-_TOKEN_RE = re.compile(rb'"(?:text|content)":"[^"]')
 
 
 class EngineCall:
@@ -23,6 +20,7 @@ class EngineCall:
     __slots__ = (
         "_closed",
         "_last",
+        "_tail",
         "_token",
         "engine",
         "first_token_at",
@@ -38,6 +36,7 @@ class EngineCall:
         self.started = time.monotonic()
         self.first_token_at: float | None = None
         self._last = 0.0
+        self._tail = b""
         self._closed = False
         engine.in_flight += 1
         self._token = engine.breaker.acquire()
@@ -46,7 +45,8 @@ class EngineCall:
     def observe_chunk(self, chunk: bytes, now: float) -> bool:
         """Feed a streamed chunk; returns True when it carried the first token."""
         if self.first_token_at is None:
-            if _TOKEN_RE.search(chunk) is None:
+            if not carries_token(self._tail, chunk):
+                self._tail = chunk[-TAIL_BYTES:]
                 return False
             self.first_token_at = self._last = now
             self.engine.requests.on_first_token(now, now - self.started)

@@ -9,7 +9,7 @@ import orjson
 
 from pdrouter.proxy.client import EngineBrokenStream, EngineResponse, EngineTimeout
 from pdrouter.proxy.context import ClientRequest
-from pdrouter.proxy.errors import RouterError, upstream_truncated
+from pdrouter.proxy.errors import RouterError, engine_message, upstream_truncated
 from pdrouter.proxy.rawclient import RawResponse
 from pdrouter.proxy.relay import PushRelay, StreamClock, stream_failure
 from pdrouter.proxy.tracking import EngineCall
@@ -24,17 +24,7 @@ def engine_headers(forward: dict[str, str], request_id: str) -> dict[str, str]:
 
 def error_detail(body: bytes) -> str:
     """The message inside an engine's error body, or a short prefix of the raw body."""
-    try:
-        data = orjson.loads(body)
-        if isinstance(data, dict):
-            err = data.get("error", data)
-            if isinstance(err, dict) and "message" in err:
-                return str(err["message"])[:500]
-            if "message" in data:
-                return str(data["message"])[:500]
-    except orjson.JSONDecodeError:
-        pass
-    return body[:200].decode("utf-8", "replace")
+    return engine_message(body)
 
 
 def is_json_object(body: bytes) -> bool:

@@ -16,6 +16,9 @@ from prometheus_client.registry import Collector
 
 from pdrouter.stats.engine_state import EnginePool
 
+# The `model` label of requests for a model no engine serves.
+UNKNOWN_MODEL = "unknown"
+
 _LATENCY_BUCKETS = (
     0.001,
     0.0025,
@@ -76,6 +79,17 @@ class _CachedLabels:
         child = super().labels(*labelvalues)  # type: ignore[misc]
         self._children[labelvalues] = child
         return child
+
+    def remove_where(self, label: str, value: str) -> None:
+        """Remove the children whose `label` equals `value` (no-op without such a label)."""
+        names: tuple[str, ...] = getattr(self, "_labelnames", ())
+        if label not in names:
+            return
+        index = names.index(label)
+        children = getattr(self, "_children", {})
+        for key in [k for k in children if k[index] == value]:
+            del children[key]
+            super().remove(*key)  # type: ignore[misc]
 
 
 class Counter(_CachedLabels, _Counter):
@@ -245,6 +259,7 @@ class RouterMetrics:
             ["engine", "probe", "outcome"],
             registry=r,
         )
+        self._pool = pool
         self._pool_collector = _PoolCollector(pool, window)
         r.register(self._pool_collector)
         self._collectors: list[Collector] = [self._pool_collector]
@@ -253,6 +268,21 @@ class RouterMetrics:
         """Another scrape-time collector (per-process state, e.g. the KV index's gauges)."""
         self.registry.register(collector)
         self._collectors.append(collector)
+
+    def model_label(self, model: str) -> str:
+        """`model` as a label value: only models some engine serves get their own series, so a
+        client cannot grow the registry (and /metrics) by sending new names."""
+        return model if self._pool.for_model(model) else UNKNOWN_MODEL
+
+    def forget_engine(self, engine: str) -> None:
+        """Drop every series labelled with an engine that left (its gauges go by themselves).
+
+        With several worker processes (PROMETHEUS_MULTIPROC_DIR) the per-process files keep
+        the engine's samples until the workers restart; prometheus_client cannot remove them.
+        """
+        for metric in vars(self).values():
+            if isinstance(metric, _CachedLabels):
+                metric.remove_where("engine", engine)
 
     def exposition_registry(self) -> CollectorRegistry:
         """What /metrics serves: this registry, or with several worker processes

@@ -75,6 +75,9 @@ class KvTransport(Protocol):
     # engine, and engines of role "both" never prefill. LMCache: a PD sender's engine dies on a
     # generation request without `disagg_spec`.
     exclusive_prefill: bool
+    # Whether `prefill` does nothing but `send` calls, each bounded by the deadline it is
+    # given: then the orchestrator needs no outer timeout around it (one timer less a request).
+    prefill_bounded: bool
 
     def unsupported(self, req: ClientRequest) -> Unsupported | None:
         """The first field of `req` this transport cannot honour disaggregated, if any."""
@@ -103,6 +106,7 @@ class TransportDefaults:
     serve plain requests too."""
 
     exclusive_prefill = False
+    prefill_bounded = True
 
     def unsupported(self, req: ClientRequest) -> Unsupported | None:
         return None

@@ -44,6 +44,7 @@ class LmcacheTransport:
     decode_retryable = False  # the KV was pushed into one decoder's buffer
     decoder_bound_at_prefill = True
     exclusive_prefill = True  # a plain request kills an LMCache PD sender
+    prefill_bounded = False  # it also waits for the KV-ready notice
 
     def __init__(self, listener: KvReadyListener, wait_timeout: float) -> None:
         self.listener = listener

@@ -1,6 +1,7 @@
 """vLLM's `kv_transfer_params` handshake (NixlConnector, and LMCache when it speaks it).
 
-Prefill: the client's body with one output token, no streaming, and a request for remote decode.
+Prefill: the client's body shaped as one token, one sequence, no streaming (pd/shaping.py), and
+a request for remote decode.
 Decode: the client's own body plus the prefill's `kv_transfer_params`, verbatim.
 """
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from pdrouter.pd.shaping import prefill_fields
 from pdrouter.pd.transports.base import (
     DecodeRequest,
     MissingKvParams,
@@ -21,8 +23,6 @@ from pdrouter.pd.transports.base import (
 from pdrouter.proxy.context import ClientRequest
 from pdrouter.stats.engine_state import EngineState
 
-# Fields that conflict with a one-token, non-streaming prefill (vLLM answers 400 otherwise).
-_DROP_ON_PREFILL = ("stream_options", "min_tokens", "min_completion_tokens")
 REQUEST_REMOTE_DECODE: dict[str, Any] = {
     "do_remote_decode": True,
     "do_remote_prefill": False,
@@ -34,13 +34,7 @@ REQUEST_REMOTE_DECODE: dict[str, Any] = {
 
 
 def prefill_payload(payload: dict[str, Any]) -> dict[str, Any]:
-    body = dict(payload)
-    body["stream"] = False
-    body["max_tokens"] = 1
-    if "max_completion_tokens" in body:
-        body["max_completion_tokens"] = 1
-    for name in _DROP_ON_PREFILL:
-        body.pop(name, None)
+    body = prefill_fields(payload)
     body["kv_transfer_params"] = dict(REQUEST_REMOTE_DECODE)
     return body
 
