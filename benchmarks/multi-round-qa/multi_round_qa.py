@@ -21,7 +21,7 @@ from pathlib import Path
 
 import aiohttp
 from mrqa.report import format_table, write_requests_csv, write_summary
-from mrqa.runner import RequestRecord, RunConfig, run_level, run_warmup
+from mrqa.runner import FailureWatch, RequestRecord, RunConfig, run_level, run_warmup
 from mrqa.stats import LevelSummary, SloSpec, summarize_level
 from mrqa.workload import UserFactory, WorkloadShape
 
@@ -37,6 +37,9 @@ def _qps_list(text: str) -> list[float]:
     if not values or any(v <= 0 for v in values):
         raise argparse.ArgumentTypeError("QPS levels must be positive numbers, e.g. 0.5,1,2")
     return values
+
+
+IDLE_CONNECTION_S = 2.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -116,7 +119,10 @@ def _now() -> str:
 
 
 async def run_benchmark(config: RunConfig, slo: SloSpec, out_dir: Path) -> list[LevelSummary]:
-    """Warm up, run every level, and rewrite the results after each level."""
+    """Warm up, run every level, and rewrite the results after each level.
+
+    Stops before the next level once the run's first requests have all failed (FailureWatch).
+    """
     factory = UserFactory(config.shape, config.seed)
     public = asdict(config)
     public["api_key"] = "***" if config.api_key else None  # never write secrets to results
@@ -136,16 +142,23 @@ async def run_benchmark(config: RunConfig, slo: SloSpec, out_dir: Path) -> list[
     }
     levels: list[LevelSummary] = []
     records: list[RequestRecord] = []
-    connector = aiohttp.TCPConnector(limit=0)  # no client-side cap on concurrent streams
+    # No client-side cap on concurrent streams. Idle connections are dropped after 2 s, before
+    # the server drops them (uvicorn, so vLLM and pdstack-router: 5 s): a request never goes out
+    # on a connection the server is closing, and through `kubectl port-forward`, where a close
+    # from the server's side may never reach the client, never onto a dead connection.
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=IDLE_CONNECTION_S)
+    watch = FailureWatch()
     async with aiohttp.ClientSession(connector=connector) as session:
         if config.warmup_requests:
-            warm: Counter[str] = await run_warmup(session, config, factory)
+            warm: Counter[str] = await run_warmup(session, config, factory, watch)
             header["warmup"] = dict(warm)
             print(f"warm-up: {dict(warm)}", file=sys.stderr)
         for number, qps in enumerate(config.qps_levels):
+            if watch.hopeless:
+                break
             if number and config.cooldown_s:
                 await asyncio.sleep(config.cooldown_s)
-            level = await run_level(session, config, qps, factory)
+            level = await run_level(session, config, qps, factory, watch)
             results = [r.result for r in level.records]
             levels.append(
                 summarize_level(
@@ -155,6 +168,10 @@ async def run_benchmark(config: RunConfig, slo: SloSpec, out_dir: Path) -> list[
             records.extend(level.records)
             write_requests_csv(out_dir / "requests.csv", records, slo)
             write_summary(out_dir, {**header, "finished_at": _now()}, levels)
+    if watch.hopeless:
+        header["stopped_early"] = watch.explain()
+        print(f"\n{watch.explain()}", file=sys.stderr)
+        write_summary(out_dir, {**header, "finished_at": _now()}, levels)
     return levels
 
 

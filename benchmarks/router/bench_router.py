@@ -9,7 +9,8 @@ router core, and plain / realistic / PD on four (`--workers 4`). Targets: pdstac
 Rust vllm-router 0.1.17 (benchmarks/router/install_peers.sh, or $VLLM_ROUTER_BIN) in the same
 run, neither logging per request, each compared with the engines answering directly. Results:
 a table on stdout, Markdown and JSON under --out; `--profile realistic` adds a py-spy flame
-graph of pdstack in that 1-core scenario (an extra, unmeasured phase).
+graph of pdstack in that 1-core scenario (an extra, unmeasured phase); `--tracing` runs pdstack
+again with OpenTelemetry tracing on, exporting to a real collector (tracing_targets.py).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from benchmarks.router.targets import (
     vllm_router_binary,
     vllm_router_spec,
 )
+from benchmarks.router.tracing_targets import start_collector, traced_targets, tracing_cost
+from tests.harness.otel_collector import Collector
 
 _HANDOFF = "pdstack_router_pd_handoff_seconds"
 
@@ -183,6 +186,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--engines", type=int, default=0, help="fast engines (default: one a core)")
     ap.add_argument("--scenarios", default="", help="comma list of scenario names (default: all)")
     ap.add_argument("--no-peers", action="store_true", help="skip the Rust vllm-router")
+    ap.add_argument("--tracing", action="store_true", help="also pdstack with tracing on")
     ap.add_argument("--profile", default="", help="comma list of 1-core scenarios to profile")
     ap.add_argument("--py-spy", default=shutil.which("py-spy") or "", help="py-spy binary")
     ap.add_argument("--quick", action="store_true", help="short phases for a 2-core machine")
@@ -209,7 +213,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.monotonic()
     rows: dict[tuple[str, int], dict[str, Any]] = {}
     pool = EnginePool(n_engines, lay.engines)
+    collector: Collector | None = None
+    tracing = ""
     try:
+        if args.tracing:
+            collector = start_collector(lay.engines)
         calib = calibrate(pool, lay, length)
         print(
             f"one fast engine: {calib['engine_rps_per_core']:.0f} tiny streams/s per core; "
@@ -240,6 +248,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for s in plan:
             groups.setdefault((s.cores, s.mode), []).append(s)
         run_target("pdstack", lambda m, c: pdstack_spec(pool, m, c), groups, pool, lay, args, rows)
+        if collector is not None:
+            for name, make in traced_targets(pool, collector):
+                run_target(name, make, groups, pool, lay, args, rows)
         binary = vllm_router_binary()
         if binary is not None and not args.no_peers:
             run_target(
@@ -255,6 +266,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print("vllm-router not installed (benchmarks/router/install_peers.sh)", flush=True)
     finally:
         pool.stop()
+        if collector is not None:
+            tracing = tracing_cost(list(rows.values()), collector)
+            collector.stop()
+            shutil.rmtree(collector.folder, ignore_errors=True)  # tens of MB of spans
     table = markdown(list(rows.values()))
     report = {
         "machine": {
@@ -268,11 +283,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "length": length,
         "calibration": calib,
         "rows": list(rows.values()),
+        "tracing_cost": tracing,
         "elapsed_s": time.monotonic() - started,
     }
     print()
     print(table)
     print(LEGEND)
+    if tracing:
+        print(tracing)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -7,7 +7,11 @@
 #   benchmarks/router/device_run.sh WHEELS_DIR OUT_DIR [bench_router flags...]
 #
 # OUT_DIR receives at most 6 files: bench-router-*.md and .json, two profile SVGs, the log,
-# and pip's output. About 6 minutes on 16 cores.
+# and pip's output. About 6 minutes on 16 cores. `--tracing` runs pdstack twice more (tracing
+# on: every request, 10 % sampled), which would double that; to stay near 6 minutes, measure the
+# cost of tracing alone, without the Rust router and on fewer scenarios:
+#   benchmarks/router/device_run.sh WHEELS_DIR OUT_DIR --tracing --no-peers \
+#       --scenarios plain-tiny,realistic,pd-tiny,pd-realistic
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 WHEELS=$(cd "${1:?usage: device_run.sh WHEELS_DIR OUT_DIR}" && pwd)
@@ -27,10 +31,21 @@ cat > "$SITE/bin/vllm-router" <<EOF
 exec "$(command -v "$PY")" -c 'import sys; from vllm_router.launch_router import main; sys.exit(main())' "\$@"
 EOF
 chmod +x "$SITE/bin/vllm-router"
+# The OpenTelemetry Collector for --tracing (device_wheels.sh packed it).
+if [ -s "$WHEELS/otelcol-pdstack.xz" ]; then
+    xz -dc "$WHEELS/otelcol-pdstack.xz" > "$SITE/bin/otelcol-pdstack"
+    chmod +x "$SITE/bin/otelcol-pdstack"
+    export PDSTACK_OTELCOL="$SITE/bin/otelcol-pdstack"
+fi
 export PYTHONPATH="$SITE:$PWD/router/src:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export VLLM_ROUTER_BIN="$SITE/bin/vllm-router" PYTHONUNBUFFERED=1
 "$PY" -c 'import pdrouter.cli, fastapi, uvicorn, httptools, uvloop, orjson, vllm_router_rs' \
     || exit 1
+if [[ " $* " == *" --tracing "* ]]; then
+    "$PY" -c 'import opentelemetry.sdk.trace, opentelemetry.exporter.otlp.proto.grpc.trace_exporter' \
+        || exit 1
+    "${PDSTACK_OTELCOL:?--tracing needs otelcol-pdstack.xz in WHEELS_DIR (device_wheels.sh)}" --version || exit 1
+fi
 echo "python $("$PY" -V 2>&1), $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg)"
 "$PY" -m benchmarks.router.bench_router --out "$OUT" --profile realistic,pd-tiny \
     --py-spy "$SITE/bin/py-spy" "$@" 2>&1 | tee "$OUT/log.txt"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Gather what benchmarks/router/device_run.sh needs on a machine with no network and a CPython
 # 3.12 of its own: cp312 manylinux wheels of the router's dependencies that such a machine may
-# lack, py-spy, and the Rust vllm-router. Pinned to router/constraints.txt.
+# lack, py-spy, and the Rust vllm-router. Pinned to router/constraints.txt. For `--tracing`: the
+# OpenTelemetry SDK and OTLP/gRPC exporter wheels, and the collector (scripts/install-otelcol.sh,
+# xz-compressed: 9 MB).
 #
 #   benchmarks/router/device_wheels.sh DEST      # e.g. .devwheels (git-ignored)
 #
@@ -25,7 +27,10 @@ source "$ROOT/benchmarks/router/wheel_helpers.sh"
 pins=()
 for name in fastapi starlette pydantic pydantic_core annotated-types annotated-doc \
         typing-inspection typing_extensions anyio sniffio opentelemetry-api uvicorn httptools orjson \
-        msgspec pyzmq; do
+        msgspec pyzmq opentelemetry-sdk opentelemetry-semantic-conventions \
+        opentelemetry-exporter-otlp-proto-grpc opentelemetry-exporter-otlp-proto-common \
+        opentelemetry-exporter-otlp-common opentelemetry-proto protobuf googleapis-common-protos \
+        grpcio; do
     p=$(pin "$name")
     [ -n "$p" ] || { echo "no pin for $name in router/constraints.txt" >&2; exit 1; }
     pins+=("$p")
@@ -42,6 +47,11 @@ if [ ! -s "$bundle" ]; then
     strip --strip-unneeded "$tmp/site/vllm_router_rs.abi3.so"
     tar -C "$tmp/site" -cf - . | xz -9 -T0 > "$bundle.tmp"
     mv "$bundle.tmp" "$bundle"
+fi
+if [ ! -s "$DEST/otelcol-pdstack.xz" ]; then
+    collector=$(bash "$ROOT/scripts/install-otelcol.sh")
+    xz -6 -T0 -c "$collector" > "$DEST/otelcol-pdstack.xz.tmp"
+    mv "$DEST/otelcol-pdstack.xz.tmp" "$DEST/otelcol-pdstack.xz"
 fi
 ls -la "$DEST"
 du -sh "$DEST"

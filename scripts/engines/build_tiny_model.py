@@ -2,7 +2,7 @@
 
 Run with the vLLM environment's Python (it needs torch, tokenizers and transformers):
 
-    .cache/vllm-venv/bin/python scripts/engines/build_tiny_model.py [--out .cache/tiny-model]
+    .cache/vllm-venv/bin/python scripts/engines/build_tiny_model.py [--out .cache/tiny-model-4k]
 
 Everything is offline and deterministic: the tokenizer is trained on a sorted list of vLLM's own
 source files (shipped in the pinned wheel) and the weights come from a fixed seed, so two builds
@@ -20,9 +20,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_OUT = ROOT / ".cache" / "tiny-model"
+# v1 (2,048 positions) lived in .cache/tiny-model; a new recipe gets a new folder, so checkouts
+# still on the old one keep theirs.
+DEFAULT_OUT = ROOT / ".cache" / "tiny-model-4k"
 # Bump when anything below changes, so cached builds are rebuilt.
-RECIPE = "tiny-llama-v1: 2 layers, hidden 128, 4 heads, 2 kv heads, vocab 2048, seed 0"
+RECIPE = (
+    "tiny-llama-v2: 2 layers, hidden 128, 4 heads, 2 kv heads, vocab 2048, 4096 positions, seed 0"
+)
+# Positions the model supports: run_pd.sh's default conversation reaches ~3,050 tokens of this
+# tokenizer in its fifth round (1,000-word system prompt, 200 of history, 5 x 30 + 4 x 100).
+MAX_POSITIONS = 4096
 MARKER = ".pdstack-complete"
 REQUIRED = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 SPECIAL_TOKENS = ["<s>", "</s>", "<pad>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>"]
@@ -86,7 +93,7 @@ def build(out: Path) -> None:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=2048,
+        max_position_embeddings=MAX_POSITIONS,
         bos_token_id=hf_tok.bos_token_id,
         eos_token_id=hf_tok.eos_token_id,
         pad_token_id=hf_tok.pad_token_id,

@@ -23,9 +23,10 @@ from procs import LOOPBACK, ROOT, ManagedProcess
 
 HERE = Path(__file__).resolve().parent
 VLLM_VENV = Path(os.environ.get("PDSTACK_VLLM_VENV", ROOT / ".cache" / "vllm-venv"))
-TINY_MODEL = Path(os.environ.get("PDSTACK_TINY_MODEL", ROOT / ".cache" / "tiny-model"))
+TINY_MODEL = Path(os.environ.get("PDSTACK_TINY_MODEL", ROOT / ".cache" / "tiny-model-4k"))
 SERVED_MODEL = "tiny"
-MAX_MODEL_LEN = 1024
+# The tiny model's whole context: run_pd.sh's default conversation fits (build_tiny_model.py).
+MAX_MODEL_LEN = 4096
 # Seconds a prefill engine keeps KV blocks for a decoder that never pulls them; the default (30)
 # keeps an orphaned prefill spinning a core for half a minute.
 KV_LEASE_S = 5
@@ -85,11 +86,13 @@ def start_vllm(
     model: Path = TINY_MODEL,
     extra_args: tuple[str, ...] = (),
     extra_env: dict[str, str] | None = None,
+    otlp_endpoint: str | None = None,
 ) -> ManagedProcess:
     """Start one `vllm serve` for `role` on `port`, its compute pinned to `core`.
 
     Returns at once; call `.wait_ready()` (polls /health) and `.stop()` (stops the process
-    group). The engine serves the model as `tiny` and listens on loopback only.
+    group). The engine serves the model as `tiny` and listens on loopback only. With
+    `otlp_endpoint` (an OTLP/gRPC URL) it exports a span per request, as service `vllm-<role>`.
     """
     argv = [
         str(VLLM_VENV / "bin" / "vllm"),
@@ -111,6 +114,8 @@ def start_vllm(
     config = kv_transfer_config(role)
     if config is not None:
         argv += ["--kv-transfer-config", json.dumps(config)]
+    if otlp_endpoint is not None:
+        argv += ["--otlp-traces-endpoint", otlp_endpoint]
     env = {
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
@@ -129,6 +134,9 @@ def start_vllm(
         ),
     }
     env.update(extra_env or {})
+    if otlp_endpoint is not None:
+        # Spans leave in batches every 5 s by default; tests and the demo want them sooner.
+        env |= {"OTEL_SERVICE_NAME": f"vllm-{role}", "OTEL_BSP_SCHEDULE_DELAY": "200"}
     return ManagedProcess(
         name=f"vllm-{role}:{port}", argv=argv, log_path=log_path, port=port, env=env
     ).start()

@@ -66,3 +66,19 @@ def test_smoke_run_completes_with_all_requests_successful(tmp_path: Path) -> Non
     assert "| pd-tiny | 1 | 64 |" in table
     saved = json.loads(next(tmp_path.glob("bench-router-*.json")).read_text())
     assert saved["rows"] == report["rows"]
+
+
+@pytest.mark.slow
+@pytest.mark.tracing
+@pytest.mark.timeout(300)
+def test_tracing_runs_pdstack_traced_in_the_same_run_and_reports_the_cost(tmp_path: Path) -> None:
+    argv = ["--smoke", "--no-peers", "--tracing", "--scenarios", "pd-tiny", "--out", str(tmp_path)]
+    report = bench_router.main(argv)
+    (row,) = report["rows"]
+    for target in ("pdstack", "pdstack-otel", "pdstack-otel10"):
+        assert row[target]["errors"] == 0, target
+        assert row[target]["engine_bad_decode"] == 0, target
+    cost = report["tracing_cost"]
+    assert f"{row['pdstack']['cpu_us_per_req']:.0f} -> " in cost
+    stored = int(cost.rsplit("stored ", 1)[1].split()[0])
+    assert stored > 0  # the traced routers really exported to the collector

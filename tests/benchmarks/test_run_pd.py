@@ -6,6 +6,7 @@ what a user reads in the results (counts, token totals, failure reasons, the plo
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
@@ -157,6 +158,25 @@ def test_some_failures_leave_the_rest_measured(faulty: FakeEngine, results: Path
     first, second = summary["levels"]
     assert (first["completed"], first["failures"]) == (2, {"http_503": 3})
     assert (second["completed"], second["failed"]) == (5, 0)
+
+
+def test_prompts_the_model_cannot_take_stop_the_run_with_the_engines_message(
+    results: Path,
+) -> None:
+    """The default workload (a 1,000-word system prompt) against a 1,024-token model: every
+    request fails alike, so the run stops after the first few and says what the engine said,
+    instead of sending three levels of doomed requests."""
+    with start_fake_engine(models=["tiny"], max_model_len=1024) as small:
+        done = run_pd(small.url + "/v1", "too-long", results, workload=[])
+        seen = small.stats()["by_path"]
+    assert done.returncode == 1
+    assert "the first 5 requests all failed, stopping early (http_400" in done.stderr
+    assert "maximum context length is 1024 tokens" in done.stderr
+    summary = json.loads((results / "too-long" / "summary.json").read_text())
+    assert "maximum context length is 1024 tokens" in summary["stopped_early"]
+    # Two warm-ups and three measured requests of the first level; no further level ran.
+    assert [level["launched"] for level in summary["levels"]] == [3]
+    assert seen == {"/v1/chat/completions": 5}
 
 
 def test_unreachable_endpoint_is_a_connect_error(results: Path) -> None:

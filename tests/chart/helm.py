@@ -11,7 +11,8 @@ CHART = ROOT / "charts" / "pdstack"
 TOOLS = ROOT / ".tools"
 HELM = TOOLS / "bin" / "helm"
 # The router image the tutorials name after `make image` (the chart requires one).
-ROUTER_IMAGE = ["--set", "routerSpec.repository=localhost/pdstack-router"]
+ROUTER_REPOSITORY = "localhost/pdstack-router"
+ROUTER_IMAGE = ["--set", f"routerSpec.repository={ROUTER_REPOSITORY}"]
 
 
 def helm_env() -> dict[str, str]:

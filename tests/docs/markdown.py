@@ -5,6 +5,7 @@ A marker is an HTML comment on the last non-blank line before the fence:
     <!-- docs-test: run -->                          run from the repo root
     <!-- docs-test: run (against make demo) -->      run against the real `make demo` stack
     <!-- docs-test: run (against a fake stack) -->   run against fake engines + the router
+    <!-- docs-test: run (against a cluster) -->      run by tests/cluster against a real API server
     <!-- docs-test: skip (needs a cluster) -->       not run here; the reason is required
     <!-- docs-test: values values/values-pd.yaml --> a YAML excerpt of that values file
 """
@@ -41,9 +42,11 @@ class Block:
 
     @property
     def stack(self) -> str:
-        """Which local stack a run block needs: "", "demo" or "fake"."""
+        """Which local stack a run block needs: "", "demo", "fake" or "cluster"."""
         if "make demo" in self.arg:
             return "demo"
+        if "against a cluster" in self.arg:
+            return "cluster"
         if "fake stack" in self.arg:
             return "fake"
         return ""

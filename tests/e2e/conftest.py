@@ -25,6 +25,7 @@ import procs  # noqa: E402
 import simulators  # noqa: E402
 
 from tests.e2e.harness import EnginePair, EngineSlot, RouterFactory  # noqa: E402
+from tests.harness.otel_collector import Collector, ensure_collector  # noqa: E402
 
 SKIP = os.environ.get("PDSTACK_SKIP_E2E") == "1"
 # Per-test limit for e2e tests, fixture set-up included: the first one may install the vLLM
@@ -59,14 +60,35 @@ def tiny_model() -> Path:
 
 
 @pytest.fixture(scope="session")
-def engine_pair(tiny_model: Path, e2e_logs: Path) -> Iterator[EnginePair]:
-    """Start the session's prefill and decode engines together and stop them at the end."""
+def otel_collector(e2e_logs: Path) -> Iterator[Collector]:
+    """An OpenTelemetry Collector the session's engines (and traced routers) export spans to."""
+    with Collector(ensure_collector(), e2e_logs / "otelcol").start() as collector:
+        yield collector
+
+
+@pytest.fixture(scope="session")
+def engine_pair(
+    tiny_model: Path, e2e_logs: Path, otel_collector: Collector
+) -> Iterator[EnginePair]:
+    """Start the session's prefill and decode engines together and stop them at the end.
+    Both export their request spans to the session's collector (tests/e2e/test_tracing.py)."""
+    otlp = otel_collector.grpc_endpoint
     pair = EnginePair(
         prefill=EngineSlot(
-            "prefill", 0, procs.free_port(), procs.free_port(), e2e_logs / "vllm-prefill.log"
+            "prefill",
+            0,
+            procs.free_port(),
+            procs.free_port(),
+            e2e_logs / "vllm-prefill.log",
+            otlp_endpoint=otlp,
         ),
         decode=EngineSlot(
-            "decode", 1, procs.free_port(), procs.free_port(), e2e_logs / "vllm-decode.log"
+            "decode",
+            1,
+            procs.free_port(),
+            procs.free_port(),
+            e2e_logs / "vllm-decode.log",
+            otlp_endpoint=otlp,
         ),
     )
     for slot in (pair.prefill, pair.decode):  # KV-cache events for the router's index

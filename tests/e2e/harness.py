@@ -24,6 +24,7 @@ class EngineSlot:
     process: procs.ManagedProcess | None = None
     kv_events_port: int = 0  # 0: the engine publishes no KV-cache events
     kv_replay_port: int = 0
+    otlp_endpoint: str | None = None  # where the engine exports its spans (the session collector)
 
     @property
     def url(self) -> str:
@@ -45,6 +46,7 @@ class EngineSlot:
             self.log_path,
             extra_args=extra_args,
             extra_env=extra_env,
+            otlp_endpoint=self.otlp_endpoint,
         )
 
     def wait_ready(self) -> float:

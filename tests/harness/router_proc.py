@@ -57,7 +57,7 @@ class RouterProcess:
         argv = [
             sys.executable,
             "-m",
-            "pdrouter.cli",
+            "pdrouter",
             "--host",
             "127.0.0.1",
             "--port",

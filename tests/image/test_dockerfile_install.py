@@ -178,6 +178,20 @@ def test_only_pinned_runtime_packages(image_venv: Path) -> None:
     assert "pip" not in installed  # removed by the builder: nothing installs at run time
 
 
+def test_tracing_can_be_switched_on(image_venv: Path, runtime_env: dict[str, str]) -> None:
+    """The chart's `tracing` values only set OTEL_* variables: the image must have the SDK."""
+    code = (
+        "from pdrouter.tracing.provider import build_tracing;"
+        "from pdrouter.tracing.target import ExportTarget;"
+        "[build_tracing(ExportTarget(p, None)).shutdown() for p in ('grpc', 'http/protobuf')]"
+    )
+    env = {**runtime_env, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}
+    result = subprocess.run(
+        ["python", "-c", code], check=False, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def test_serves_a_request(image_router: str) -> None:
     body = json.dumps({"model": "tiny", "prompt": "hello", "max_tokens": 4}).encode()
     request = urllib.request.Request(

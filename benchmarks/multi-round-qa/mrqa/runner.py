@@ -60,6 +60,36 @@ class RequestRecord:
 
 
 @dataclass
+class FailureWatch:
+    """Stops a run whose first requests all fail: a wrong model or URL, or prompts longer than
+    the model's context, fail every request alike, and minutes of them tell nothing more."""
+
+    limit: int = 5
+    seen: int = 0
+    succeeded: bool = False
+    first_failure: RequestResult | None = None
+
+    def record(self, result: RequestResult) -> None:
+        self.seen += 1
+        self.succeeded = self.succeeded or result.ok
+        if not result.ok and self.first_failure is None:
+            self.first_failure = result
+
+    @property
+    def hopeless(self) -> bool:
+        """True once the first ``limit`` requests of the run have all failed."""
+        return not self.succeeded and self.seen >= self.limit
+
+    def explain(self) -> str:
+        """One line for the user: how many failed, and what the server said the first time."""
+        first = self.first_failure
+        said = "" if first is None else first.reason
+        if first is not None and first.message:
+            said += f": {first.message}"
+        return f"the first {self.seen} requests all failed, stopping early ({said})"
+
+
+@dataclass
 class LevelRun:
     """The raw outcome of one level, before aggregation."""
 
@@ -93,17 +123,18 @@ def build_request(config: RunConfig, user: UserSession, messages: list[Any]) -> 
 
 
 async def ask_round(
-    session: aiohttp.ClientSession, config: RunConfig, user: UserSession
+    session: aiohttp.ClientSession, config: RunConfig, user: UserSession, watch: FailureWatch
 ) -> RequestResult:
     """Send the user's next round, record the answer in its history, return the result."""
     messages = user.next_messages()
     result = await stream_chat(session, build_request(config, user, messages))
     user.record_round(messages, result.answer if result.ok else None)
+    watch.record(result)
     return result
 
 
 async def run_warmup(
-    session: aiohttp.ClientSession, config: RunConfig, factory: UserFactory
+    session: aiohttp.ClientSession, config: RunConfig, factory: UserFactory, watch: FailureWatch
 ) -> Counter[str]:
     """Send the warm-up requests one after another; return outcome counts (not measured)."""
     outcomes: Counter[str] = Counter()
@@ -111,8 +142,10 @@ async def run_warmup(
     for _ in range(config.warmup_requests):
         if user.finished:
             user = factory.new_user()
-        result = await ask_round(session, config, user)
+        result = await ask_round(session, config, user, watch)
         outcomes["ok" if result.ok else result.reason] += 1
+        if watch.hopeless:
+            break
     return outcomes
 
 
@@ -163,12 +196,17 @@ class ProgressLine:
 
 
 async def run_level(
-    session: aiohttp.ClientSession, config: RunConfig, qps: float, factory: UserFactory
+    session: aiohttp.ClientSession,
+    config: RunConfig,
+    qps: float,
+    factory: UserFactory,
+    watch: FailureWatch,
 ) -> LevelRun:
     """Run one level: fresh users, launches at ``qps``, then wait for everything in flight.
 
     A launch goes to the idle user that has waited longest; when every user is busy the launch
-    waits for one (counted in ``delayed_launches``: the target rate needs more users).
+    waits for one (counted in ``delayed_launches``: the target rate needs more users). Launches
+    stop early when ``watch`` finds the run hopeless.
     """
     level = LevelRun(qps=qps)
     idle: asyncio.Queue[UserSession] = asyncio.Queue()
@@ -182,7 +220,7 @@ async def run_level(
 
     async def one_round(user: UserSession, index: int, offset: float) -> None:
         round_number = user.round_index + 1
-        result = await ask_round(session, config, user)
+        result = await ask_round(session, config, user, watch)
         level.in_flight -= 1
         level.records.append(RequestRecord(qps, index, user.user_id, round_number, offset, result))
         idle.put_nowait(factory.new_user() if user.finished else user)
@@ -196,6 +234,8 @@ async def run_level(
             if config.duration_s is not None and next_at - start >= config.duration_s:
                 break
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            if watch.hopeless:
+                break
             if idle.empty():
                 level.delayed_launches += 1
             user = await idle.get()
@@ -209,7 +249,9 @@ async def run_level(
             launched += 1
             next_at += next(gaps)
         level.launch_window_s = next_at - start
-        if config.duration_s is not None:
+        if watch.hopeless:
+            level.launch_window_s = time.monotonic() - start
+        elif config.duration_s is not None:
             level.launch_window_s = min(level.launch_window_s, config.duration_s)
         await asyncio.gather(*tasks)
         # A level lasts at least its launch window, so rates divide by the time it was offered.

@@ -29,6 +29,7 @@ class RequestResult:
     launched_at: float
     ok: bool = False
     reason: str = ""
+    message: str = ""  # the server's error message, when it sent one
     http_status: int = 0
     ttft: float | None = None
     e2e: float | None = None
@@ -62,23 +63,35 @@ class StreamRequest:
 
 
 class StreamFailure(Exception):
-    """A request failed for a reason worth counting (the reason is the message)."""
+    """A request failed for a reason worth counting, with what the server said about it."""
+
+    def __init__(self, reason: str, message: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.message = message
 
 
-def _error_reason(status: int, body: bytes, headers: Any) -> str:
+def _error_message(error: Any) -> str:
+    """The ``message`` of an OpenAI-style error object, shortened for a terminal line."""
+    message = error.get("message") if isinstance(error, dict) else None
+    return str(message)[:500] if message else ""
+
+
+def _http_failure(status: int, body: bytes, headers: Any) -> StreamFailure:
     """Name a non-200 answer: ``http_<status>``, plus the PD reason or a string error code.
 
     Numeric codes and exception type names would only repeat the status, so they are left out.
     """
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        error = None
     detail = headers.get(PD_REASON_HEADER, "")
     if not detail:
-        try:
-            error = json.loads(body).get("error")
-        except (ValueError, AttributeError):
-            error = None
         code = error.get("code") if isinstance(error, dict) else None
         detail = code if isinstance(code, str) and not code.isdigit() else ""
-    return f"http_{status}:{detail}" if detail else f"http_{status}"
+    message = _error_message(error) or body[:200].decode("utf-8", errors="replace").strip()
+    return StreamFailure(f"http_{status}:{detail}" if detail else f"http_{status}", message)
 
 
 def _apply_event(result: RequestResult, data: str, now: float, last_token_at: list[float]) -> bool:
@@ -96,7 +109,8 @@ def _apply_event(result: RequestResult, data: str, now: float, last_token_at: li
         error = event["error"] if isinstance(event["error"], dict) else {}
         code = error.get("code")
         named = isinstance(code, str) and not code.isdigit()
-        raise StreamFailure(f"stream_error:{code}" if named else "stream_error")
+        reason = f"stream_error:{code}" if named else "stream_error"
+        raise StreamFailure(reason, _error_message(error))
     usage = event.get("usage")
     if isinstance(usage, dict) and usage.get("completion_tokens") is not None:
         result.usage_completion_tokens = int(usage["completion_tokens"])
@@ -153,17 +167,17 @@ async def stream_chat(session: aiohttp.ClientSession, request: StreamRequest) ->
                 result.http_status = response.status
                 if response.status != 200:
                     body = await response.read()
-                    raise StreamFailure(_error_reason(response.status, body, response.headers))
+                    raise _http_failure(response.status, body, response.headers)
                 await _read_stream(response, result)
         if result.ttft is None:
             raise StreamFailure("no_content")
         result.ok = True
     except StreamFailure as exc:
-        result.reason = str(exc)
+        result.reason, result.message = exc.reason, exc.message
     except TimeoutError:
         result.reason = "timeout"
-    except aiohttp.ClientConnectorError:
-        result.reason = "connect_error"
+    except aiohttp.ClientConnectorError as exc:
+        result.reason, result.message = "connect_error", str(exc)
     except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError):
         result.reason = "disconnected"
     except aiohttp.ClientError as exc:

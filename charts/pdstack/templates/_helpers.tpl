@@ -541,3 +541,25 @@ nixl_peer_host nixl_peer_init_port nixl_proxy_host nixl_proxy_port nixl_role plu
 {{- define "pdstack.lmcache.isKnownKey" -}}
 {{- if or (has .key (splitList " " (include "pdstack.lmcache.knownKeys" . | replace "\n" " "))) (hasPrefix "ec_" .key) }}true{{ end -}}
 {{- end -}}
+
+{{/*
+Engine securityContexts: the values' own, plus what Pod Security "restricted" requires where the
+values set nothing, when servingEngineSpec.podSecurityLevel is restricted. Values always win.
+*/}}
+{{- define "pdstack.engine.podSecurityContext" -}}
+{{- $ses := .Values.servingEngineSpec -}}
+{{- $sc := deepCopy ($ses.securityContext | default dict) -}}
+{{- if eq (default "baseline" $ses.podSecurityLevel) "restricted" -}}
+{{- $sc = merge $sc (dict "runAsNonRoot" true "runAsUser" 1000 "runAsGroup" 1000 "fsGroup" 1000 "seccompProfile" (dict "type" "RuntimeDefault")) -}}
+{{- end -}}
+{{- toYaml $sc -}}
+{{- end -}}
+
+{{- define "pdstack.engine.containerSecurityContext" -}}
+{{- $ses := .root.Values.servingEngineSpec -}}
+{{- $sc := merge (deepCopy (.spec.containerSecurityContext | default dict)) ($ses.containerSecurityContext | default dict) -}}
+{{- if eq (default "baseline" $ses.podSecurityLevel) "restricted" -}}
+{{- $sc = merge $sc (dict "allowPrivilegeEscalation" false "capabilities" (dict "drop" (list "ALL"))) -}}
+{{- end -}}
+{{- toYaml $sc -}}
+{{- end -}}

@@ -79,6 +79,14 @@ that times out, or a node drain that never ends.
 {{- $at := .at -}}
 {{- $ctx := dict "root" $root "spec" $spec -}}
 {{- $ann := $root.Chart.Annotations -}}
+{{- $ses := $root.Values.servingEngineSpec -}}
+{{- if eq (default "baseline" $ses.podSecurityLevel) "restricted" -}}
+{{- range $field := list "hostIPC" "hostPID" "hostNetwork" -}}
+{{- if ternary (get $spec $field) (get $ses $field) (hasKey $spec $field) -}}
+{{- fail (printf "%s.%s: Pod Security level restricted (servingEngineSpec.podSecurityLevel) does not allow %s" $at $field $field) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- if hasKey .names $spec.name -}}
 {{- fail (printf "%s.name: %q is used by modelSpec[%v] too; spec names must be unique" $at $spec.name (get .names $spec.name)) -}}
 {{- end -}}

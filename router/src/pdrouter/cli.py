@@ -20,6 +20,7 @@ from pdrouter.config import (
     settings_as_env,
 )
 from pdrouter.logsafe import EscapingFormatter
+from pdrouter.tracing.logs import TraceIdFilter
 
 
 class JsonFormatter(logging.Formatter):
@@ -32,9 +33,26 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        if trace_id := getattr(record, "trace_id", ""):
+            entry["trace_id"] = trace_id
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()
+
+
+class TextFormatter(EscapingFormatter):
+    """Plain lines (controls escaped); a line logged for a traced request ends with its trace id."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        trace_id = getattr(record, "trace_id", "")
+        return f"{line} trace_id={trace_id}" if trace_id else line
 
 
 def setup_logging(settings: RouterSettings) -> None:
@@ -42,7 +60,8 @@ def setup_logging(settings: RouterSettings) -> None:
     if settings.log_format is LogFormat.JSON:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
+    handler.addFilter(TraceIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())

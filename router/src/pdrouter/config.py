@@ -120,6 +120,15 @@ class RouterSettings(BaseModel):
     log_bodies: bool = Field(
         False, description="Log request bodies at debug level (prompts!). Off unless asked."
     )
+    otlp_traces_endpoint: str = Field(
+        "",
+        description=(
+            "OpenTelemetry: send traces over OTLP to this endpoint (grpc: http://host:4317, "
+            "http/protobuf: http://host:4318/v1/traces). Empty: on only if "
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT is set. Protocol, "
+            "sampling and batching come from the standard OTEL_* variables."
+        ),
+    )
 
     # --- discovery -----------------------------------------------------------------------
     service_discovery: DiscoveryKind = Field(

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Headers a test may want to see as forwarded by the router (plus every x-* header).
-_KEPT_HEADERS = ("authorization", "content-type", "user-agent")
+_KEPT_HEADERS = ("authorization", "content-type", "user-agent", "traceparent", "tracestate")
 
 
 @dataclass

@@ -149,6 +149,7 @@ def test_pd_scheduler_runs_cached_prompts_direct() -> None:
     engines[2].in_flight = 1  # d is the decoder the decode profile picks
     plan = sched.plan(engines, REQ)
     assert plan.decision is PdDecision.DIRECT and plan.decode.id == "d"
+    assert plan.reason == "cached_prompt"
     fresh = RequestFeatures("tiny", prompt_tokens=170, block_hashes=(1, 2, 3), block_size=16)
     assert sched.plan(engines, fresh).decision is PdDecision.DISAGGREGATED
 

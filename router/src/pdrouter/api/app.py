@@ -113,6 +113,8 @@ def create_app(
             for part in reversed(lifecycle):
                 await part.stop()
             await state.client.close()
+            if state.tracing is not None:
+                await state.tracing.close()
 
     app = FastAPI(
         title="pdstack router",
@@ -133,6 +135,7 @@ def create_app(
             needs_prompt and not passthrough,
             settings.log_requests,
             settings.log_bodies,
+            tracer=state.tracing.tracer if state.tracing is not None else None,
             **passthrough,
         )
 

@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pdrouter.api.auth import ApiKeyCheck
 from pdrouter.api.validation import (
@@ -35,6 +35,9 @@ from pdrouter.proxy.responses import (
 )
 from pdrouter.scheduling.request import RequestFeatures
 from pdrouter.stats.router_metrics import UNKNOWN_MODEL, RouterMetrics
+
+if TYPE_CHECKING:
+    from pdrouter.tracing.spans import RequestTracer
 
 log = logging.getLogger("pdrouter.access")
 
@@ -83,6 +86,7 @@ class OpenAIEndpoint:
         log_bodies: bool,
         path: str | None = None,
         validate: Validator = validate_payload,
+        tracer: RequestTracer | None = None,
     ) -> None:
         self.api = api
         self.path = path or ("/v1/chat/completions" if api == "chat" else "/v1/completions")
@@ -98,6 +102,7 @@ class OpenAIEndpoint:
         self.needs_prompt = needs_prompt
         self.log_requests = log_requests
         self.log_bodies = log_bodies
+        self.tracer = tracer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         arrived = time.monotonic()
@@ -143,6 +148,8 @@ class OpenAIEndpoint:
             arrived=arrived,
             include_usage=bool(isinstance(opts, dict) and opts.get("include_usage")),
         )
+        if self.tracer is not None:
+            self.tracer.start(req)
         await self._run(req, send, receive, reply_headers)
 
     async def _run(
@@ -175,6 +182,8 @@ class OpenAIEndpoint:
 
         if isinstance(outcome, BodyOutcome):
             watcher.close()
+            if req.trace is not None:
+                req.trace.body(outcome.status, outcome.body)
             headers = {**outcome.headers, **reply_headers}
             ctype = (b"content-type", (outcome.content_type or "application/json").encode())
             ok = outcome.status < 400
@@ -194,6 +203,10 @@ class OpenAIEndpoint:
                 self.metrics.e2e.labels(label).observe(time.monotonic() - req.arrived)
             self._finish(req, result, error)
 
+        if req.trace is not None:  # the trace keeps the stream's first and last chunks
+            outcome.chunks = req.trace.watch(outcome.chunks)
+            if outcome.push is not None:
+                outcome.push = req.trace.watch_push(outcome.push)
         try:
             await send_stream(
                 send,
@@ -271,6 +284,8 @@ class OpenAIEndpoint:
 
     def _finish(self, req: ClientRequest, outcome: str, err: RouterError | None) -> None:
         self.metrics.requests.labels(self.metrics.model_label(req.model), self.api, outcome).inc()
+        if req.trace is not None:
+            req.trace.end(outcome, err)
         client = f" client_id={req.client_request_id}" if req.client_request_id else ""
         if outcome == "error" and err is not None:
             log.warning(
@@ -283,6 +298,15 @@ class OpenAIEndpoint:
                 err.detail,
             )
         elif self.log_requests:
+            latency_ms = round((time.monotonic() - req.arrived) * 1000, 1)
+            fields = {
+                "request_id": req.request_id,
+                "model": req.model,
+                "api": self.api,
+                "stream": req.stream,
+                "outcome": outcome,
+                "latency_ms": latency_ms,
+            }
             log.info(
                 "request %s%s model=%s api=%s stream=%s outcome=%s latency_ms=%.1f",
                 req.request_id,
@@ -291,7 +315,8 @@ class OpenAIEndpoint:
                 self.api,
                 req.stream,
                 outcome,
-                (time.monotonic() - req.arrived) * 1000,
+                latency_ms,
+                extra={"fields": fields},  # separate keys in JSON access logs
             )
 
 

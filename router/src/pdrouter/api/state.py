@@ -34,6 +34,8 @@ from pdrouter.stats.breaker import BreakerPolicy, CircuitBreaker
 from pdrouter.stats.engine_state import EnginePool, EngineState
 from pdrouter.stats.router_metrics import RouterMetrics
 from pdrouter.stats.scraper import EngineScraper, ProbeSettings
+from pdrouter.tracing.provider import Tracing, build_tracing
+from pdrouter.tracing.target import export_target
 
 log = logging.getLogger(__name__)
 _FORGET_RETRY_S = 1.0
@@ -103,6 +105,7 @@ class AppState:
     aggregated: AggregatedProxy
     scrape: bool = True  # False in a worker: the control plane scrapes for all workers
     kv: KvParts | None = None
+    tracing: Tracing | None = None  # None: tracing is off
 
     @property
     def pd_mode(self) -> bool:
@@ -225,6 +228,7 @@ def build_state(
     if follower is not None and kv is not None:
         follower.kv_index, follower.kv_stats = kv.index, kv.stats
     logic = aggregated_profile(settings, kv.index if kv else None)
+    target = export_target(settings.otlp_traces_endpoint, os.environ)
     return AppState(
         settings=settings,
         pool=pool,
@@ -245,6 +249,7 @@ def build_state(
         ),
         scrape=follower is None,
         kv=kv,
+        tracing=build_tracing(target) if target is not None else None,
     )
 
 

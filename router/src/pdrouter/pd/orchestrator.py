@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -65,6 +65,9 @@ from pdrouter.scheduling.pd import (
 )
 from pdrouter.stats.engine_state import EnginePool, EngineState
 from pdrouter.stats.router_metrics import RouterMetrics
+
+if TYPE_CHECKING:
+    from pdrouter.tracing.spans import RequestTrace
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +189,11 @@ class PdOrchestrator:
             raise pd_errors.unavailable(exc.phase, str(exc)) from None
         if unsupported is not None and plan.decision is PdDecision.DISAGGREGATED:
             log.debug("request %s runs direct: %s", req.request_id, unsupported.reason)
-            plan = PrefillDecodePlan(PdDecision.DIRECT, plan.decode)
+            plan = PrefillDecodePlan(
+                PdDecision.DIRECT, plan.decode, reason="unsupported_by_transport"
+            )
+        if req.trace is not None:
+            _trace_plan(req.trace, plan, engines)
         if plan.decision is not PdDecision.DISAGGREGATED:
             self.metrics.pd_decisions.labels(req.model, plan.decision.value).inc()
             return await self._direct(plan.decode, req)
@@ -225,6 +232,8 @@ class PdOrchestrator:
         send = functools.partial(self._send_prefill, req)
         for attempt in range(attempts):
             tried.add(prefill.id)
+            if req.trace is not None:
+                req.trace.open_leg("prefill", prefill, attempt)
             # The engine calls inside enforce the deadline themselves (and charge the engine);
             # the outer guard, a little later, bounds what they do not cover, if anything.
             guard = (
@@ -244,6 +253,8 @@ class PdOrchestrator:
                     )
                 if self.kv is not None:
                     self.kv.reported("prefill", predicted, reported_cached_tokens(result.response))
+                if req.trace is not None:
+                    req.trace.prefill_done(result.kv_params, result.cached_tokens)
                 return result
             except TimeoutError:
                 last = _LegFailed(
@@ -255,12 +266,16 @@ class PdOrchestrator:
             except _LegFailed as exc:
                 last = exc
             except MissingKvParams as exc:
+                if req.trace is not None:
+                    req.trace.prefill_done(None, None)
                 self._on_missing_kv(str(exc))
                 return None
             except KvWaitTimeout as exc:
                 raise pd_errors.timed_out(
                     "kv_transfer", "the prefill engine did not report the KV transfer", str(exc)
                 ) from None
+            if req.trace is not None:
+                req.trace.fail_leg(str(last), last.timeout)
             log.warning("request %s: %s", req.request_id, last)
             others = [
                 s
@@ -315,10 +330,12 @@ class PdOrchestrator:
             resp = await self.client.post(
                 engine.endpoint.url + path,
                 orjson.dumps(body),
-                engine_headers(req.forward_headers, req.request_id),
+                engine_headers(req.forward_headers, req.request_id, req.trace),
                 first_byte_timeout=deadline,
             )
             raw = await resp.read(max(deadline - (time.monotonic() - call.started), 0.001))
+        if req.trace is not None:
+            req.trace.leg_status(resp.status)
         if resp.status in BUSY_STATUSES:
             raise _engine_busy(call, "prefill", resp.status, raw, resp.headers.get("retry-after"))
         if resp.status >= 500:
@@ -353,6 +370,8 @@ class PdOrchestrator:
     ) -> Outcome:
         handoff_from = time.monotonic()
         dreq = self.transport.decode_request(req, result, decode)
+        if req.trace is not None:
+            req.trace.handoff_to(self.transport.name)
         if dreq.answer is not None:  # the prefill's first token ended the answer
             return dreq.answer
         retryable = result is None or self.transport.decode_retryable
@@ -367,9 +386,13 @@ class PdOrchestrator:
                 self.metrics.pd_handoff.observe(time.monotonic() - handoff_from)
             else:
                 self.metrics.retries.labels("decode").inc()
+            if req.trace is not None:
+                req.trace.open_leg("decode", decode, attempt)
             try:
                 return await self._send_decode(req, dreq, decode)
             except _LegFailed as exc:
+                if req.trace is not None:
+                    req.trace.fail_leg(str(exc), exc.timeout)
                 if exc.timeout:
                     raise pd_errors.timed_out("decode", exc.public, str(exc)) from None
                 last = exc
@@ -394,9 +417,11 @@ class PdOrchestrator:
             resp = await self.client.post(
                 engine.endpoint.url + dreq.path,
                 dreq.body,
-                engine_headers(req.forward_headers, req.request_id),
+                engine_headers(req.forward_headers, req.request_id, req.trace),
                 first_byte_timeout=deadline,
             )
+        if req.trace is not None:
+            req.trace.leg_status(resp.status)
         with _leg_errors(call, "decode", on_abort=resp.release):
             if resp.status in BUSY_STATUSES:
                 raw = await resp.read(self.client.idle_timeout)
@@ -443,8 +468,25 @@ async def _as_decode_errors(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes
         raise _decode_error(exc) from None
 
 
+def _trace_plan(
+    trace: RequestTrace, plan: PrefillDecodePlan, engines: tuple[EngineState, ...]
+) -> None:
+    routable = [s for s in engines if s.routable]
+    trace.scheduled(
+        plan.decision.value,
+        plan.reason,
+        {
+            "prefill": [s for s in routable if s.endpoint.role.can_prefill],
+            "decode": [s for s in routable if s.endpoint.role.can_decode],
+        },
+        {"prefill": plan.prefill, "decode": plan.decode},
+    )
+
+
 class _Fixed:
     """A routing logic that always takes the first candidate (the planned engine)."""
+
+    name = "planned"
 
     def pick(self, candidates: Any, request: Any) -> Any:
         return candidates[0]

@@ -97,12 +97,17 @@ class AggregatedProxy:
             if self.kv is not None and not attempt:
                 self.kv.predict(req.features, engine, pool)
             tried.add(engine.id)
+            if req.trace is not None:
+                reason = self.logic.name if not attempt else "retry_least_loaded"
+                req.trace.scheduled("aggregated", reason, {"engine": pool}, {"engine": engine})
             if attempt:
                 self.metrics.retries.labels("aggregated").inc()
             try:
                 return await self.send(engine, req)
             except Retryable as exc:
                 last_error = exc.error
+                if req.trace is not None:
+                    req.trace.fail_leg(exc.error.message)
                 log.warning(
                     "request %s: engine %s failed before any byte (%s); %s",
                     req.request_id,
@@ -119,11 +124,13 @@ class AggregatedProxy:
         call = EngineCall(engine, self.metrics, "aggregated")
         name = engine.endpoint.display_name
         deadline = self.client.first_byte_timeout if req.stream else self.non_stream_timeout
+        if req.trace is not None:
+            req.trace.open_leg("aggregated", engine)
         try:
             resp = await self.client.post(
                 engine.endpoint.url + req.path,
                 req.body,
-                engine_headers(req.forward_headers, req.request_id),
+                engine_headers(req.forward_headers, req.request_id, req.trace),
                 first_byte_timeout=deadline,
             )
         except EngineConnectError as exc:
@@ -139,6 +146,8 @@ class AggregatedProxy:
             call.close("cancelled")
             raise
 
+        if req.trace is not None:
+            req.trace.leg_status(resp.status)
         try:
             if resp.status in BUSY_STATUSES:  # busy: another engine may take it
                 raw = await resp.read(self.client.idle_timeout)

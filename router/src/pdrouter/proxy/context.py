@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pdrouter.scheduling.request import RequestFeatures
+
+if TYPE_CHECKING:
+    from pdrouter.tracing.spans import RequestTrace
 
 
 @dataclass(slots=True)
@@ -26,3 +29,4 @@ class ClientRequest:
     include_usage: bool = False
     client_request_id: str | None = None  # the client's X-Request-Id: echoed and logged
     tags: dict[str, str] = field(default_factory=dict)
+    trace: RequestTrace | None = None  # None unless tracing is on and sampled this request

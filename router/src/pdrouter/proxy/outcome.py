@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from pdrouter.proxy.relay import PushRelay
+    from pdrouter.proxy.errors import RouterError
+    from pdrouter.proxy.relay import ClientWriter
+
+
+class PushStream(Protocol):
+    """A stream that writes itself to the client (relay.PushRelay, or a trace watching one)."""
+
+    async def run(self, writer: ClientWriter) -> RouterError | None: ...
 
 
 @dataclass(slots=True)
@@ -26,7 +33,7 @@ class StreamOutcome:
     chunks: AsyncIterator[bytes]
     on_abort: Callable[[], None] | None = None
     headers: dict[str, str] = field(default_factory=dict)
-    push: PushRelay | None = None
+    push: PushStream | None = None
 
 
 Outcome = BodyOutcome | StreamOutcome

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from pdrouter.proxy.errors import RouterError
-from pdrouter.proxy.relay import ClientWriter, PushRelay
+from pdrouter.proxy.outcome import PushStream
+from pdrouter.proxy.relay import ClientWriter
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -58,7 +59,7 @@ async def send_stream(
     on_end: StreamEnd,
     before_end: Callable[[], None] | None = None,
     status: int = 200,
-    push: PushRelay | None = None,
+    push: PushStream | None = None,
 ) -> None:
     """Relay `source` as an SSE body as it arrives (or run `push` instead, when the server
     lets us write to the client directly). A failure after the first byte becomes a final SSE

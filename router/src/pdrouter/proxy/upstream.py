@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -15,10 +16,17 @@ from pdrouter.proxy.relay import PushRelay, StreamClock, stream_failure
 from pdrouter.proxy.tracking import EngineCall
 from pdrouter.stats.router_metrics import RouterMetrics
 
+if TYPE_CHECKING:
+    from pdrouter.tracing.spans import RequestTrace
 
-def engine_headers(forward: dict[str, str], request_id: str) -> dict[str, str]:
+
+def engine_headers(
+    forward: dict[str, str], request_id: str, trace: RequestTrace | None = None
+) -> dict[str, str]:
     headers = {"content-type": "application/json", "x-request-id": request_id}
     headers.update(forward)
+    if trace is not None:
+        trace.inject(headers)  # the engine's spans become children of this leg's span
     return headers
 
 

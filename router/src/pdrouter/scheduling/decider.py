@@ -15,12 +15,16 @@ from pdrouter.scheduling.view import EngineView
 
 
 class PdDecider(Protocol):
+    reason: str  # why a request it keeps off prefill engines runs direct (for traces)
+
     def disaggregate(self, request: RequestFeatures, decode: EngineView) -> bool: ...
 
 
 class PromptLength:
     """Prompts shorter than `min_tokens` (exact when tokenized, else estimated from
     characters) run on the decoder; 0 always disaggregates."""
+
+    reason = "short_prompt"
 
     def __init__(self, min_tokens: int = 0) -> None:
         self.min_tokens = min_tokens
@@ -32,6 +36,8 @@ class PromptLength:
 class UncachedTokens:
     """Prompts whose part the chosen decoder does not hold (per the KV-event index) is
     shorter than `min_tokens` run on the decoder."""
+
+    reason = "cached_prompt"
 
     def __init__(self, index: KvBlockIndex, min_tokens: int) -> None:
         self.index = index

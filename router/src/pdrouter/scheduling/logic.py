@@ -32,6 +32,8 @@ __all__ = [
 class RoutingLogic(Protocol):
     """Chooses an engine from non-empty, already-filtered candidates."""
 
+    name: str  # the profile's name (for traces)
+
     def pick(self, candidates: Sequence[EngineState], request: RequestFeatures) -> EngineState: ...
 
 

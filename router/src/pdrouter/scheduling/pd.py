@@ -41,6 +41,9 @@ class PrefillDecodePlan:
     decision: PdDecision
     decode: EngineState
     prefill: EngineState | None = None
+    # Why these engines (for traces): the decider's reason to go direct (short_prompt,
+    # cached_prompt), no_prefill_engine, or the profiles that chose (prefill/decode name).
+    reason: str = ""
 
 
 class PdUnavailable(Exception):
@@ -142,19 +145,20 @@ class PdScheduler:
         decode = decode_profile.pick(decoders, request)
         assert self.decider is not None
         if not self.decider.disaggregate(request, decode):
-            return PrefillDecodePlan(PdDecision.DIRECT, decode)
+            return PrefillDecodePlan(PdDecision.DIRECT, decode, reason=self.decider.reason)
 
         pool = prefill_pool(prefillers)
         if not pool:
             if self.fallback_aggregated:
-                return PrefillDecodePlan(PdDecision.FALLBACK, decode)
+                return PrefillDecodePlan(PdDecision.FALLBACK, decode, reason="no_prefill_engine")
             raise PdUnavailable("prefill", f"no healthy prefill engine for model {request.model!r}")
         prefill = prefill_profile.pick(pool, request)
         if decode.id == prefill.id:  # a `both` engine prefills: decode elsewhere if possible
             others = [s for s in decoders if s.id != prefill.id]
             if others:
                 decode = decode_profile.pick(others, request)
-        return PrefillDecodePlan(PdDecision.DISAGGREGATED, decode, prefill)
+        reason = f"{prefill_profile.name}/{decode_profile.name}"
+        return PrefillDecodePlan(PdDecision.DISAGGREGATED, decode, prefill, reason)
 
     def pick_prefill(
         self, candidates: Sequence[EngineState], request: RequestFeatures
