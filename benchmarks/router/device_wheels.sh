@@ -20,13 +20,8 @@ SETPROCTITLE=1.3.8
 mkdir -p "$DEST"
 DEST=$(cd "$DEST" && pwd)
 
-pin() { grep -i -E "^$1==" "$ROOT/router/constraints.txt" | head -1; }
-download() {
-    "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
-        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-        --platform manylinux2014_x86_64 --platform manylinux_2_5_x86_64 \
-        --platform manylinux1_x86_64 -d "$1" "${@:2}"
-}
+# shellcheck source=benchmarks/router/wheel_helpers.sh
+source "$ROOT/benchmarks/router/wheel_helpers.sh"
 
 # Router dependencies missing from (or older on) the device image, plus their own needs.
 pins=()

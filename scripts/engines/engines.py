@@ -64,6 +64,19 @@ def kv_transfer_config(role: Role) -> dict[str, object] | None:
     return config
 
 
+def kv_events_args(port: int, replay_port: int) -> tuple[str, ...]:
+    """Publish KV-cache events (ZMQ PUB on `port`, replay ROUTER on `replay_port`, loopback)
+    and report cached prompt tokens in usage, for the router's KV-event index."""
+    config = {
+        "enable_kv_cache_events": True,
+        "publisher": "zmq",
+        # vLLM binds the PUB socket only for a wildcard address (it connects to any other).
+        "endpoint": f"tcp://*:{port}",
+        "replay_endpoint": f"tcp://{LOOPBACK}:{replay_port}",
+    }
+    return ("--kv-events-config", json.dumps(config), "--enable-prompt-tokens-details")
+
+
 def start_vllm(
     role: Role,
     port: int,
@@ -72,6 +85,7 @@ def start_vllm(
     log_path: Path,
     model: Path = TINY_MODEL,
     extra_args: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
     otlp_endpoint: str | None = None,
 ) -> ManagedProcess:
     """Start one `vllm serve` for `role` on `port`, its compute pinned to `core`.
@@ -119,6 +133,7 @@ def start_vllm(
             p for p in (str(HERE / "pyhooks"), os.environ.get("PYTHONPATH", "")) if p
         ),
     }
+    env.update(extra_env or {})
     if otlp_endpoint is not None:
         # Spans leave in batches every 5 s by default; tests and the demo want them sooner.
         env |= {"OTEL_SERVICE_NAME": f"vllm-{role}", "OTEL_BSP_SCHEDULE_DELAY": "200"}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from procs import ManagedProcess
+from procs import LOOPBACK, ManagedProcess
 
 HERE = Path(__file__).resolve().parent
 SERVED_MODEL = "tiny"
@@ -37,11 +37,18 @@ def ensure_sim() -> Path:
 
 
 def start_sim(
-    binary: Path, port: int, log_path: Path, name: str = "sim", log_http: bool = True
+    binary: Path,
+    port: int,
+    log_path: Path,
+    name: str = "sim",
+    log_http: bool = True,
+    extra_args: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
 ) -> ManagedProcess:
     """Start one simulator on loopback `port`, serving the model `tiny`.
 
     With `log_http` every request body is logged, so a test can read what the router sent.
+    `extra_args` come last, so they override the defaults above them.
     """
     argv = [
         str(binary),
@@ -67,4 +74,51 @@ def start_sim(
     ]
     if log_http:
         argv.append("--log-http")
-    return ManagedProcess(name=f"{name}:{port}", argv=argv, log_path=log_path, port=port).start()
+    argv += extra_args
+    return ManagedProcess(
+        name=f"{name}:{port}", argv=argv, log_path=log_path, port=port, env=extra_env or {}
+    ).start()
+
+
+def kv_cache_args(
+    events_endpoint: str, blocks: int, block_size: int = 16
+) -> tuple[tuple[str, ...], dict[str, str]]:
+    """Arguments and environment for a simulator with a KV cache of `blocks` blocks that
+    publishes KV-cache events to `events_endpoint` (it dials out: see KvRelay)."""
+    args = ("--enable-kvcache", "--kv-cache-size", str(blocks), "--block-size", str(block_size),
+            "--zmq-endpoint", events_endpoint, "--event-batch-size", "16")  # fmt: skip
+    # The simulator needs a pod IP for its event topic; its hash seed is PYTHONHASHSEED.
+    return args, {"POD_IP": "127.0.0.1", "PYTHONHASHSEED": "0"}
+
+
+class KvRelay:
+    """Gives a simulator vLLM's event topology. vLLM binds its PUB socket and routers connect
+    to each engine; llm-d's simulator dials out to one address. The relay binds where the
+    simulator dials (`inbound`) and re-publishes on a port routers connect to (`port`)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        import zmq
+
+        self._ctx = zmq.Context()
+        self._in = self._ctx.socket(zmq.XSUB)
+        in_port = self._in.bind_to_random_port(f"tcp://{LOOPBACK}")
+        self._out = self._ctx.socket(zmq.XPUB)
+        self.port = self._out.bind_to_random_port(f"tcp://{LOOPBACK}")
+        self.inbound = f"tcp://{LOOPBACK}:{in_port}"
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import zmq
+
+        try:
+            zmq.proxy(self._in, self._out)
+        except zmq.ContextTerminated:
+            self._in.close(0)  # sockets belong to this thread: close them here
+            self._out.close(0)
+
+    def close(self) -> None:
+        self._ctx.term()  # ends the proxy, which closes its sockets
+        self._thread.join(2)

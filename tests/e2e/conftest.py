@@ -91,6 +91,8 @@ def engine_pair(
             otlp_endpoint=otlp,
         ),
     )
+    for slot in (pair.prefill, pair.decode):  # KV-cache events for the router's index
+        slot.kv_events_port, slot.kv_replay_port = procs.free_port(), procs.free_port()
     try:
         pair.prefill.start()
         pair.decode.start()

@@ -22,6 +22,8 @@ class EngineSlot:
     side_channel_port: int
     log_path: Path
     process: procs.ManagedProcess | None = None
+    kv_events_port: int = 0  # 0: the engine publishes no KV-cache events
+    kv_replay_port: int = 0
     otlp_endpoint: str | None = None  # where the engine exports its spans (the session collector)
 
     @property
@@ -31,12 +33,19 @@ class EngineSlot:
 
     def start(self) -> None:
         """Start the engine (returns before it is ready)."""
+        extra_args: tuple[str, ...] = ()
+        extra_env: dict[str, str] = {}
+        if self.kv_events_port:
+            extra_args = engines.kv_events_args(self.kv_events_port, self.kv_replay_port)
+            extra_env["VLLM_SERVER_DEV_MODE"] = "1"  # POST /reset_prefix_cache
         self.process = engines.start_vllm(
             self.role,
             self.port,
             self.core,
             self.side_channel_port,
             self.log_path,
+            extra_args=extra_args,
+            extra_env=extra_env,
             otlp_endpoint=self.otlp_endpoint,
         )
 

@@ -29,6 +29,9 @@ def test_production_stack_routing_name_is_accepted() -> None:
         ([*STATIC, "--port", "70000"], "--port"),
         (["--service-discovery", "k8s"], "--k8s-label-selector"),
         ([*STATIC, "--kv-transport", "lmcache", "--workers", "2"], "--workers 1"),
+        ([*STATIC, "--static-kv-events-ports", "5557"], "--static-kv-events-ports"),
+        ([*STATIC, "--static-kv-events-ports", "5557,x"], "not a port"),
+        ([*STATIC, "--pd-min-uncached-tokens", "64"], "needs --kv-events"),
     ],
 )
 def test_bad_settings_name_the_flag(argv: list[str], message: str) -> None:

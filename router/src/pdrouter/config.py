@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,6 +33,7 @@ class RoutingLogic(enum.StrEnum):
     LEAST_LOADED = "least_loaded"
     SESSION = "session"
     PREFIX_AWARE = "prefix_aware"
+    KV_AWARE = "kv_aware"
     DISAGG_PREFILL = "disagg_prefill"
 
 
@@ -63,6 +65,33 @@ class MissingKvPolicy(enum.StrEnum):
 class UpstreamClientKind(enum.StrEnum):
     AIOHTTP = "aiohttp"
     HTTPTOOLS = "httptools"
+
+
+class KvHashAlgo(enum.StrEnum):
+    """How the engines hash KV blocks (vLLM's --prefix-caching-hash-algo; llm-d's FNV)."""
+
+    SHA256 = "sha256"
+    SHA256_CBOR = "sha256_cbor"
+    FNV64A_CBOR = "fnv64a_cbor"
+
+
+class ScorerSpec(BaseModel):
+    """One scorer of a scheduling profile: its name, weight and tier (0 decides; a later tier
+    only orders candidates tied on every earlier one)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    weight: float = 1.0
+    tier: int = Field(0, ge=0, le=7)
+
+
+class ProfileSpec(BaseModel):
+    """A scheduling profile: filters -> weighted scorers -> picker."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    filters: list[str] = Field(default_factory=list)
+    scorers: list[ScorerSpec] = Field(default_factory=list)
+    picker: str = "max_score"
 
 
 class LogFormat(enum.StrEnum):
@@ -123,6 +152,14 @@ class RouterSettings(BaseModel):
         default_factory=list,
         description="Per backend, LMCache PD receiver alloc ports ('7400' or '7400;7401').",
     )
+    static_kv_events_ports: list[str] = Field(
+        default_factory=list,
+        description="Per backend, the KV-event publisher port (empty: none).",
+    )
+    static_kv_events_replay_ports: list[str] = Field(
+        default_factory=list,
+        description="Per backend, the KV-event replay port (empty: none).",
+    )
     k8s_namespace: str = Field("default", description="Namespace to watch (k8s discovery).")
     k8s_label_selector: str = Field("", description="Label selector for engine pods.")
     k8s_port: int = Field(8000, ge=1, le=65535, description="Engine port if a pod does not say.")
@@ -167,7 +204,7 @@ class RouterSettings(BaseModel):
     # --- routing -------------------------------------------------------------------------
     routing_logic: RoutingLogic = Field(
         RoutingLogic.ROUNDROBIN,
-        description="roundrobin, least_loaded, session, prefix_aware or disagg_prefill.",
+        description="roundrobin, least_loaded, session, prefix_aware, kv_aware or disagg_prefill.",
     )
     session_key: str = Field(
         "x-user-id", description="Header (or body field) whose value pins a session."
@@ -177,6 +214,51 @@ class RouterSettings(BaseModel):
     )
     prefix_max_entries: int = Field(
         100_000, ge=100, description="Bound on remembered prefix chunks (LRU)."
+    )
+    aggregated_profile: str = Field(
+        "", description="Scheduling profile of aggregated serving (default: --routing-logic)."
+    )
+    prefill_profile: str = Field(
+        "",
+        description="PD prefill profile: least_queue (default), kv_prefix, session, roundrobin "
+        "or a --scheduling-profiles name.",
+    )
+    decode_profile: str = Field(
+        "",
+        description="PD decode profile: least_loaded (default), session, roundrobin or a "
+        "--scheduling-profiles name.",
+    )
+    scheduling_profiles: dict[str, ProfileSpec] = Field(
+        default_factory=dict,
+        description="Named profiles {name: {filters, scorers: [{name, weight, tier}], picker}} "
+        "(YAML in --config, or JSON).",
+    )
+    kv_prefix_weight: float = Field(
+        8.0,
+        ge=0,
+        description="kv_prefix and kv_aware profiles: queued requests a fully cached prompt "
+        "is worth.",
+    )
+
+    # --- KV-cache events -----------------------------------------------------------------
+    kv_events: bool = Field(
+        False,
+        description="Subscribe to the engines' KV-cache events (ports from discovery) and "
+        "tokenize prompts, for the kv_prefix scorers and --pd-min-uncached-tokens.",
+    )
+    kv_block_size: int = Field(16, ge=1, description="The engines' KV block size in tokens.")
+    kv_hash_algo: KvHashAlgo = Field(
+        KvHashAlgo.SHA256,
+        description="The engines' block hash: sha256 or sha256_cbor (vLLM), fnv64a_cbor (llm-d).",
+    )
+    kv_hash_seed: str | None = Field(
+        None, description="The engines' PYTHONHASHSEED (unset: they run without one)."
+    )
+    kv_index_max_blocks: int = Field(
+        65_536, ge=16, description="Bound on indexed KV blocks per engine (oldest go first)."
+    )
+    kv_tokenize_timeout: float = Field(
+        2.0, gt=0, description="Deadline of the engine /tokenize call for a prompt (s)."
     )
 
     # --- auth and limits -----------------------------------------------------------------
@@ -295,6 +377,12 @@ class RouterSettings(BaseModel):
     pd_min_prompt_tokens: int = Field(
         0, ge=0, description="Prompts estimated shorter than this skip prefill (0: never)."
     )
+    pd_min_uncached_tokens: int = Field(
+        0,
+        ge=0,
+        description="With --kv-events: prompts whose part not cached on the chosen decoder is "
+        "shorter than this skip prefill (0: never).",
+    )
     pd_fallback: PdFallback = Field(
         PdFallback.NONE, description="With no healthy prefill engine: none (503) or aggregated."
     )
@@ -333,12 +421,26 @@ class RouterSettings(BaseModel):
     def _split_csv(cls, value: Any) -> Any:
         return _csv(value)
 
-    @field_validator("static_lmcache_init_ports", "static_lmcache_alloc_ports", mode="before")
+    @field_validator(
+        "static_lmcache_init_ports",
+        "static_lmcache_alloc_ports",
+        "static_kv_events_ports",
+        "static_kv_events_replay_ports",
+        mode="before",
+    )
     @classmethod
     def _split_positional(cls, value: Any) -> Any:
         # One entry per backend, empty for backends without receiver ports: keep positions.
         if isinstance(value, str):
             return [item.strip() for item in value.split(",")] if value.strip() else []
+        return value
+
+    @field_validator("scheduling_profiles", mode="before")
+    @classmethod
+    def _parse_profiles(cls, value: Any) -> Any:
+        # From a flag or the environment: a YAML (or JSON) mapping in one string.
+        if isinstance(value, str):
+            return yaml.safe_load(value) or {}
         return value
 
     @field_validator("routing_logic", mode="before")
@@ -375,15 +477,29 @@ class RouterSettings(BaseModel):
                     f"--static-models has {len(self.static_models)} entries; "
                     f"--static-backends has {n}: give one model per backend"
                 )
-            for name in ("static_roles", "static_lmcache_init_ports", "static_lmcache_alloc_ports"):
+            for name in (
+                "static_roles",
+                "static_lmcache_init_ports",
+                "static_lmcache_alloc_ports",
+                "static_kv_events_ports",
+                "static_kv_events_replay_ports",
+            ):
                 values = getattr(self, name)
                 if values and len(values) != n:
                     flag = "--" + name.replace("_", "-")
                     raise ValueError(f"{flag} has {len(values)} entries; expected {n}")
             for role in self.static_roles:
                 Role.parse(role)
+            for name in ("static_kv_events_ports", "static_kv_events_replay_ports"):
+                for port in getattr(self, name):
+                    if port and not (port.isdigit() and 0 < int(port) < 65536):
+                        raise ValueError(f"{_flag(name)}: {port!r} is not a port number")
         elif not self.k8s_label_selector:
             raise ValueError("k8s discovery needs --k8s-label-selector")
+        if self.pd_min_uncached_tokens and not self.kv_events:
+            raise ValueError("--pd-min-uncached-tokens needs --kv-events")
+        if self.pd_min_uncached_tokens and self.pd_min_prompt_tokens:
+            raise ValueError("give --pd-min-prompt-tokens or --pd-min-uncached-tokens, not both")
         if 0 < self.engine_metrics_max_age <= self.engine_scrape_interval:
             raise ValueError(
                 f"--engine-metrics-max-age ({self.engine_metrics_max_age:g}) must be longer "
@@ -448,6 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs["choices"] = choices
         elif _is_list(annotation):
             kwargs["metavar"] = "A,B,..."
+        elif get_origin(annotation) is dict:
+            kwargs["metavar"] = "YAML"
         parser.add_argument(_flag(name), dest=name, **kwargs)
     return parser
 
@@ -508,8 +626,12 @@ def settings_as_env(settings: RouterSettings) -> dict[str, str]:
     env: dict[str, str] = {}
     for name in RouterSettings.model_fields:
         value = getattr(settings, name)
+        if value is None:
+            continue
         if isinstance(value, enum.Enum):
             value = value.value
+        elif isinstance(value, dict):
+            value = json.dumps({k: v.model_dump() for k, v in value.items()})
         elif isinstance(value, list):
             value = ",".join(value)
         elif isinstance(value, bool):
@@ -520,12 +642,15 @@ def settings_as_env(settings: RouterSettings) -> dict[str, str]:
 
 __all__ = [
     "DiscoveryKind",
+    "KvHashAlgo",
     "KvTransport",
     "LogFormat",
     "MissingKvPolicy",
     "PdFallback",
+    "ProfileSpec",
     "RouterSettings",
     "RoutingLogic",
+    "ScorerSpec",
     "SettingsError",
     "build_parser",
     "load_settings",

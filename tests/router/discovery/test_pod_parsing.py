@@ -76,6 +76,22 @@ def test_bad_lmcache_ports_warn_and_drop_only_that_field(pod: dict[str, Any], ba
     assert "pdstack.io/lmcache-init-ports" in mapping.warnings[0]
 
 
+def test_kv_event_ports_come_from_annotations(pod: dict[str, Any]) -> None:
+    assert endpoint_from_pod(pod, PORT).kv_events_port is None  # type: ignore[union-attr]
+    pod["metadata"]["annotations"]["pdstack.io/kv-events-port"] = "5557"
+    pod["metadata"]["annotations"]["pdstack.io/kv-events-replay-port"] = "5558"
+    endpoint = endpoint_from_pod(pod, PORT)
+    assert endpoint is not None
+    assert (endpoint.kv_events_port, endpoint.kv_events_replay_port) == (5557, 5558)
+
+
+def test_a_bad_kv_event_port_disables_only_the_events(pod: dict[str, Any]) -> None:
+    pod["metadata"]["annotations"]["pdstack.io/kv-events-port"] = "zmq"
+    mapping = map_pod(pod, PORT)
+    assert mapping.endpoint is not None and mapping.endpoint.kv_events_port is None
+    assert "pdstack.io/kv-events-port" in mapping.warnings[0]
+
+
 def test_starting_pod_is_not_routed() -> None:
     mapping = map_pod(recorded_pod("z9r5t"), PORT)  # Pending, no IP yet
     assert mapping.endpoint is None

@@ -68,6 +68,22 @@ def test_no_prefill_engine_is_an_error_unless_fallback() -> None:
     assert plan.decision is PdDecision.FALLBACK and plan.decode.id == "d"
 
 
+def test_plan_says_why_for_the_trace() -> None:
+    """The reason the `schedule` span records: the profiles that chose, or why prefill was
+    skipped."""
+    engines = [engine("p", Role.PREFILL), engine("d", Role.DECODE)]
+    assert PdScheduler().plan(engines, LONG).reason == "least_queue/least_loaded"
+    sessions = PdScheduler(sessions=SessionAffinity())
+    keyed = RequestFeatures("tiny", prompt="x" * 4000, session="user-1")
+    assert sessions.plan(engines, keyed).reason == "session/session"
+    assert sessions.plan(engines, LONG).reason == "least_queue/least_loaded"
+    short = RequestFeatures("tiny", prompt="hi there")
+    assert PdScheduler(min_prompt_tokens=100).plan(engines, short).reason == "short_prompt"
+    no_prefill = [engine("p", Role.PREFILL, healthy=False), engine("d", Role.DECODE)]
+    fallback = PdScheduler(fallback_aggregated=True).plan(no_prefill, LONG)
+    assert fallback.reason == "no_prefill_engine"
+
+
 def test_no_decode_engine_is_an_error() -> None:
     with pytest.raises(PdUnavailable) as info:
         PdScheduler().plan([engine("p", Role.PREFILL)], LONG)

@@ -27,6 +27,8 @@ from pdrouter.config import RouterSettings, RoutingLogic
 from pdrouter.discovery.base import Discovery
 from pdrouter.proxy.errors import RouterError
 from pdrouter.proxy.responses import Receive, Scope, Send, send_error
+from pdrouter.scheduling.framework import Profile
+from pdrouter.scheduling.scorers.prefix import PrefixMemory
 from pdrouter.stats.router_metrics import RouterMetrics
 
 
@@ -39,8 +41,15 @@ def _build_pd(state: AppState) -> tuple[Handler, list[Any]]:
     from pdrouter.pd.transports import build_transport
 
     transport = build_transport(state.settings, state.client)
+    kv = state.kv
     orchestrator = PdOrchestrator(
-        state.settings, state.pool, state.client, state.metrics, transport
+        state.settings,
+        state.pool,
+        state.client,
+        state.metrics,
+        transport,
+        kv.prompt if kv else None,
+        kv.index if kv else None,
     )
     return orchestrator.handle, [transport]
 
@@ -61,7 +70,10 @@ def create_app(
     lifecycle: list[Any] = []
     if pd:
         handler, lifecycle = _build_pd(state)
-    needs_prompt = pd or settings.routing_logic is RoutingLogic.PREFIX_AWARE
+    if state.kv is not None and state.kv.subscriber is not None:
+        lifecycle.append(state.kv.subscriber)
+    logic = state.aggregated.logic
+    needs_prompt = pd or (isinstance(logic, Profile) and logic.uses(PrefixMemory))
 
     workers = settings.workers if control_socket is not None else 1
     gate = AdmissionGate(

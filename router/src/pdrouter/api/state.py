@@ -19,19 +19,17 @@ from pdrouter.config import (
 from pdrouter.discovery.base import Discovery
 from pdrouter.discovery.endpoint import Endpoint
 from pdrouter.discovery.static import StaticDiscovery, parse_static_endpoints
+from pdrouter.kvcache.hashing import BlockHasher
+from pdrouter.kvcache.index import KvBlockIndex
+from pdrouter.kvcache.metrics import KvIndexCollector, KvRequestMetrics
+from pdrouter.kvcache.subscriber import KvEventSubscriber, StreamStats, followed_roles
 from pdrouter.pd.transports import prefill_is_exclusive
 from pdrouter.proxy.aggregated import AggregatedProxy
 from pdrouter.proxy.client import EngineClient, UpstreamClient
+from pdrouter.proxy.prompt_kv import PromptKv
 from pdrouter.proxy.tls import engine_ssl_context
-from pdrouter.scheduling.logic import (
-    LeastLoaded,
-    PrefixAffinity,
-    RoundRobin,
-    SessionAffinity,
-)
-from pdrouter.scheduling.logic import (
-    RoutingLogic as Logic,
-)
+from pdrouter.scheduling.profiles import aggregated_profile
+from pdrouter.scheduling.scorers.kv_prefix import KvPrefix
 from pdrouter.stats.breaker import BreakerPolicy, CircuitBreaker
 from pdrouter.stats.engine_state import EnginePool, EngineState
 from pdrouter.stats.router_metrics import RouterMetrics
@@ -52,16 +50,44 @@ def _keys_from_env(name: str, flag: str = "--api-key-env") -> list[str]:
     return [k.strip() for k in raw.split(",") if k.strip()]
 
 
-def build_logic(settings: RouterSettings) -> Logic:
-    match settings.routing_logic:
-        case RoutingLogic.LEAST_LOADED:
-            return LeastLoaded()
-        case RoutingLogic.SESSION:
-            return SessionAffinity()
-        case RoutingLogic.PREFIX_AWARE:
-            return PrefixAffinity(settings.prefix_chunk_chars, settings.prefix_max_entries)
-        case _:
-            return RoundRobin()
+@dataclass
+class KvParts:
+    """The KV-event index and what feeds and reads it (with --kv-events)."""
+
+    index: KvBlockIndex
+    prompt: PromptKv
+    # None in a worker process: the control plane follows the engines' streams for all.
+    subscriber: KvEventSubscriber | None
+    stats: StreamStats
+
+
+def build_kv(
+    settings: RouterSettings,
+    client: EngineClient,
+    metrics: RouterMetrics,
+    pool: EnginePool,
+    follow: bool,
+) -> KvParts | None:
+    if not settings.kv_events:
+        return None
+    index = KvBlockIndex(settings.kv_index_max_blocks)
+    hasher = BlockHasher(settings.kv_hash_algo, settings.kv_block_size, settings.kv_hash_seed)
+    subscriber = KvEventSubscriber(index, hasher, followed_roles(settings)) if follow else None
+    parts = KvParts(
+        index=index,
+        prompt=PromptKv(
+            client, hasher, index, settings.kv_tokenize_timeout, KvRequestMetrics(metrics.registry)
+        ),
+        subscriber=subscriber,
+        stats=subscriber.stats if subscriber is not None else StreamStats(),
+    )
+
+    def name(engine_id: str) -> str:
+        state = pool.get(engine_id)
+        return state.endpoint.display_name if state is not None else engine_id
+
+    metrics.add_collector(KvIndexCollector(index, lambda: parts.stats, name))
+    return parts
 
 
 @dataclass
@@ -78,6 +104,7 @@ class AppState:
     admin_auth: ApiKeyCheck  # /engines and /metrics
     aggregated: AggregatedProxy
     scrape: bool = True  # False in a worker: the control plane scrapes for all workers
+    kv: KvParts | None = None
     tracing: Tracing | None = None  # None: tracing is off
 
     @property
@@ -110,6 +137,8 @@ def build_discovery(settings: RouterSettings) -> Discovery:
                 settings.static_roles,
                 settings.static_lmcache_init_ports,
                 settings.static_lmcache_alloc_ports,
+                settings.static_kv_events_ports,
+                settings.static_kv_events_replay_ports,
             )
         )
     from pdrouter.discovery.k8s import K8sPodDiscovery
@@ -195,6 +224,10 @@ def build_state(
     metrics = RouterMetrics(pool, settings.request_stats_window)
     client = build_client(settings)
     auth = ApiKeyCheck(_keys_from_env(settings.api_key_env), engine_api_key(settings))
+    kv = build_kv(settings, client, metrics, pool, follow=follower is None)
+    if follower is not None and kv is not None:
+        follower.kv_index, follower.kv_stats = kv.index, kv.stats
+    logic = aggregated_profile(settings, kv.index if kv else None)
     target = export_target(settings.otlp_traces_endpoint, os.environ)
     return AppState(
         settings=settings,
@@ -207,13 +240,15 @@ def build_state(
         admin_auth=ApiKeyCheck(_keys_from_env(settings.admin_api_key_env, "--admin-api-key-env")),
         aggregated=AggregatedProxy(
             pool,
-            build_logic(settings),
+            logic,
             client,
             metrics,
+            kv=kv.prompt if kv and logic.uses(KvPrefix) else None,
             non_stream_timeout=settings.non_stream_timeout,
             exclusive_prefill=prefill_is_exclusive(settings),
         ),
         scrape=follower is None,
+        kv=kv,
         tracing=build_tracing(target) if target is not None else None,
     )
 
@@ -250,5 +285,7 @@ def on_endpoints(state: AppState) -> object:
             _forget_when_idle(state, s)
         if added:
             state.scraper.poke()
+        if state.kv is not None and state.kv.subscriber is not None:
+            state.kv.subscriber.update(endpoints)
 
     return apply

@@ -36,7 +36,8 @@ class Endpoint:
 
     `id` is stable for the engine's lifetime (pod UID, or the URL for static engines).
     `lmcache_init_ports` / `lmcache_alloc_ports` are the decoder's LMCache PD receiver ports,
-    one per TP rank, when the engine publishes them.
+    one per TP rank, when the engine publishes them. `kv_events_port` /
+    `kv_events_replay_port` are its KV-cache event publisher and replay sockets.
     """
 
     id: str
@@ -47,6 +48,8 @@ class Endpoint:
     lmcache_init_ports: tuple[int, ...] = ()
     lmcache_alloc_ports: tuple[int, ...] = ()
     labels: tuple[tuple[str, str], ...] = field(default=())
+    kv_events_port: int | None = None
+    kv_events_replay_port: int | None = None
 
     @property
     def host(self) -> str:

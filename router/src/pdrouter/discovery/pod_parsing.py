@@ -20,6 +20,8 @@ ROLE_LABEL = "pdstack.io/role"
 PORT_ANNOTATION = "pdstack.io/port"
 LMCACHE_INIT_PORTS_ANNOTATION = "pdstack.io/lmcache-init-ports"
 LMCACHE_ALLOC_PORTS_ANNOTATION = "pdstack.io/lmcache-alloc-ports"
+KV_EVENTS_PORT_ANNOTATION = "pdstack.io/kv-events-port"
+KV_EVENTS_REPLAY_PORT_ANNOTATION = "pdstack.io/kv-events-replay-port"
 
 _MAX_PORT = 65535
 
@@ -77,6 +79,8 @@ def map_pod(pod: Mapping[str, Any], default_port: int) -> PodMapping:
     warnings: list[str] = []
     init_ports = _lmcache_ports(annotations, LMCACHE_INIT_PORTS_ANNOTATION, warnings)
     alloc_ports = _lmcache_ports(annotations, LMCACHE_ALLOC_PORTS_ANNOTATION, warnings)
+    kv_port = _optional_port(annotations, KV_EVENTS_PORT_ANNOTATION, warnings)
+    kv_replay_port = _optional_port(annotations, KV_EVENTS_REPLAY_PORT_ANNOTATION, warnings)
 
     endpoint = Endpoint(
         id=uid or name,
@@ -87,6 +91,8 @@ def map_pod(pod: Mapping[str, Any], default_port: int) -> PodMapping:
         lmcache_init_ports=init_ports,
         lmcache_alloc_ports=alloc_ports,
         labels=tuple(sorted(labels.items())),
+        kv_events_port=kv_port,
+        kv_events_replay_port=kv_replay_port,
     )
     return PodMapping(uid=uid, name=name, endpoint=endpoint, warnings=tuple(warnings))
 
@@ -133,6 +139,17 @@ def _lmcache_ports(
         warnings.append(f"annotation {key}={text!r} is not a comma separated list of ports")
         return ()
     return tuple(p for p in ports if p is not None)
+
+
+def _optional_port(annotations: Mapping[str, str], key: str, warnings: list[str]) -> int | None:
+    """An optional feature's port: a bad value disables the feature, not the pod."""
+    text = annotations.get(key)
+    if text is None or not text.strip():
+        return None
+    port = _parse_port(text)
+    if port is None:
+        warnings.append(f"annotation {key}={text!r} is not a port number")
+    return port
 
 
 def _url_host(ip: str) -> str:

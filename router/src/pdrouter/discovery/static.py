@@ -11,12 +11,18 @@ def _ports(spec: str) -> tuple[int, ...]:
     return tuple(int(p) for p in spec.replace(" ", "").split(";") if p)
 
 
+def _port(spec: str) -> int | None:
+    return int(spec) if spec.strip() else None
+
+
 def parse_static_endpoints(
     backends: list[str],
     models: list[str],
     roles: list[str] | None = None,
     init_ports: list[str] | None = None,
     alloc_ports: list[str] | None = None,
+    kv_events_ports: list[str] | None = None,
+    kv_events_replay_ports: list[str] | None = None,
 ) -> tuple[Endpoint, ...]:
     """Build endpoints from the parallel lists of the static flags (already length-checked)."""
     endpoints = []
@@ -31,6 +37,10 @@ def parse_static_endpoints(
                 name=url.split("://", 1)[-1],
                 lmcache_init_ports=_ports(init_ports[i]) if init_ports else (),
                 lmcache_alloc_ports=_ports(alloc_ports[i]) if alloc_ports else (),
+                kv_events_port=_port(kv_events_ports[i]) if kv_events_ports else None,
+                kv_events_replay_port=(
+                    _port(kv_events_replay_ports[i]) if kv_events_replay_ports else None
+                ),
             )
         )
     return tuple(endpoints)

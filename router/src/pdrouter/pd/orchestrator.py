@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from pdrouter.config import MissingKvPolicy, PdFallback, RouterSettings
+from pdrouter.config import MissingKvPolicy, RouterSettings
+from pdrouter.kvcache.index import KvBlockIndex
 from pdrouter.pd import errors as pd_errors
 from pdrouter.pd.shaping import direct_only
 from pdrouter.pd.transports.base import (
@@ -44,6 +45,7 @@ from pdrouter.proxy.errors import (
     not_found_model,
 )
 from pdrouter.proxy.outcome import BodyOutcome, Outcome, StreamOutcome
+from pdrouter.proxy.prompt_kv import PromptKv, reported_cached_tokens
 from pdrouter.proxy.tracking import EngineCall
 from pdrouter.proxy.upstream import (
     engine_headers,
@@ -52,16 +54,14 @@ from pdrouter.proxy.upstream import (
     push_relay,
     relay_chunks,
 )
-from pdrouter.scheduling.logic import PrefixAffinity, SessionAffinity
 from pdrouter.scheduling.pd import (
     PdDecision,
-    PdScheduler,
     PdUnavailable,
     PrefillDecodePlan,
+    build_pd_scheduler,
     decode_candidates,
-    pick_decode,
-    pick_prefill,
     prefill_candidates,
+    prefill_pool,
 )
 from pdrouter.stats.engine_state import EnginePool, EngineState
 from pdrouter.stats.router_metrics import RouterMetrics
@@ -154,20 +154,16 @@ class PdOrchestrator:
         client: EngineClient,
         metrics: RouterMetrics,
         transport: KvTransport,
+        kv: PromptKv | None = None,
+        index: KvBlockIndex | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool
         self.client = client
         self.metrics = metrics
         self.transport = transport
-        self.prefix = PrefixAffinity(settings.prefix_chunk_chars, settings.prefix_max_entries)
-        self.scheduler = PdScheduler(
-            min_prompt_tokens=settings.pd_min_prompt_tokens,
-            fallback_aggregated=settings.pd_fallback is PdFallback.AGGREGATED,
-            prefix=self.prefix,
-            sessions=SessionAffinity() if settings.pd_session_affinity else None,
-            exclusive_prefill=transport.exclusive_prefill,
-        )
+        self.kv = kv
+        self.scheduler = build_pd_scheduler(settings, index, transport.exclusive_prefill)
         # Direct and fallback requests run like aggregated ones, on the planned engine.
         self.direct = AggregatedProxy(
             pool, _Fixed(), client, metrics, non_stream_timeout=settings.non_stream_timeout
@@ -185,6 +181,8 @@ class PdOrchestrator:
             raise bad_request(
                 f"{unsupported.field}: {unsupported.reason}", "unsupported_field", unsupported.field
             )
+        if self.kv is not None:
+            req.features = await self.kv.features(req, engines)
         try:
             plan = self.scheduler.plan(engines, req.features)
         except PdUnavailable as exc:
@@ -208,7 +206,7 @@ class PdOrchestrator:
             # The prefill may have taken a while: pick the decoder with fresh load figures.
             decoders = decode_candidates(engines, {result.engine.id})
             if decoders and self.scheduler.sessions is None:
-                decode = pick_decode(decoders)
+                decode = self.scheduler.pick_decode(decoders, req.features)
         return await self._decode_phase(req, result, decode, engines)
 
     # --- direct ---------------------------------------------------------------------------
@@ -244,6 +242,7 @@ class PdOrchestrator:
                 else asyncio.timeout(self.settings.prefill_timeout + _OUTER_SLACK)
             )
             try:
+                predicted = self._predict(req, prefill, engines)
                 async with guard:
                     result = await self.transport.prefill(
                         req,
@@ -252,6 +251,8 @@ class PdOrchestrator:
                         send,
                         self.settings.prefill_timeout,
                     )
+                if self.kv is not None:
+                    self.kv.reported("prefill", predicted, reported_cached_tokens(result.response))
                 if req.trace is not None:
                     req.trace.prefill_done(result.kv_params, result.cached_tokens)
                 return result
@@ -285,14 +286,21 @@ class PdOrchestrator:
                 break
             self.metrics.retries.labels("prefill").inc()
             await asyncio.sleep(random.uniform(0.0, 0.02 * (2**attempt)))  # jittered backoff
-            dedicated = [s for s in others if not s.endpoint.role.can_decode]
-            prefill = pick_prefill(dedicated or others, req.features, self.prefix)
+            prefill = self.scheduler.pick_prefill(others, req.features)
         assert last is not None
         if last.answer is not None:
             raise last.answer
         if last.timeout:
             raise pd_errors.timed_out("prefill", last.public, str(last))
         raise pd_errors.failed("prefill", last.public, str(last))
+
+    def _predict(
+        self, req: ClientRequest, prefill: EngineState, engines: tuple[EngineState, ...]
+    ) -> int | None:
+        if self.kv is None:
+            return None
+        pool = prefill_pool(prefill_candidates(engines, self.transport.exclusive_prefill))
+        return self.kv.predict(req.features, prefill, pool)
 
     def _on_missing_kv(self, message: str) -> None:
         if self.settings.pd_on_missing_kv is MissingKvPolicy.RECOMPUTE:
@@ -392,7 +400,7 @@ class PdOrchestrator:
             others = decode_candidates(engines, tried)
             if not others or attempt + 1 >= attempts:
                 break
-            decode = pick_decode(others)
+            decode = self.scheduler.pick_decode(others, req.features)
         assert last is not None
         if last.answer is not None:
             raise last.answer
@@ -477,6 +485,8 @@ def _trace_plan(
 
 class _Fixed:
     """A routing logic that always takes the first candidate (the planned engine)."""
+
+    name = "planned"
 
     def pick(self, candidates: Any, request: Any) -> Any:
         return candidates[0]

@@ -24,6 +24,7 @@ from pdrouter.proxy.errors import (
     upstream_unreachable,
 )
 from pdrouter.proxy.outcome import BodyOutcome, Outcome, StreamOutcome
+from pdrouter.proxy.prompt_kv import PromptKv
 from pdrouter.proxy.tracking import EngineCall
 from pdrouter.proxy.upstream import (
     engine_headers,
@@ -32,7 +33,7 @@ from pdrouter.proxy.upstream import (
     push_relay,
     relay_chunks,
 )
-from pdrouter.scheduling.logic import RoutingLogic, least_loaded
+from pdrouter.scheduling.logic import LeastLoaded, RoutingLogic
 from pdrouter.stats.engine_state import EnginePool, EngineState
 from pdrouter.stats.router_metrics import RouterMetrics
 
@@ -64,11 +65,14 @@ class AggregatedProxy:
         logic: RoutingLogic,
         client: EngineClient,
         metrics: RouterMetrics,
+        kv: PromptKv | None = None,
         non_stream_timeout: float | None = None,
         exclusive_prefill: bool = False,
     ) -> None:
         self.pool = pool
         self.logic = logic
+        self.kv = kv  # the logic scores KV-event prefixes: tokenize and hash the prompt first
+        self.retry_logic = LeastLoaded()
         self.client = client
         self.metrics = metrics
         # vLLM sends a non-streamed answer's headers only with its last byte, so that answer
@@ -78,6 +82,8 @@ class AggregatedProxy:
 
     async def handle(self, req: ClientRequest) -> Outcome:
         candidates = serving_candidates(self.pool, req.model, self.exclusive_prefill)
+        if self.kv is not None:
+            req.features = await self.kv.features(req, candidates)
         tried: set[str] = set()
         last_error: RouterError | None = None
         for attempt in range(MAX_ATTEMPTS):
@@ -86,10 +92,13 @@ class AggregatedProxy:
                 break
             # The routing logic chooses once; a retry takes the least loaded of the rest, so a
             # dead engine does not shift a round-robin cycle onto itself.
-            engine = self.logic.pick(pool, req.features) if not attempt else least_loaded(pool)
+            logic = self.retry_logic if attempt else self.logic
+            engine = logic.pick(pool, req.features)
+            if self.kv is not None and not attempt:
+                self.kv.predict(req.features, engine, pool)
             tried.add(engine.id)
             if req.trace is not None:
-                reason = type(self.logic).__name__ if not attempt else "retry_least_loaded"
+                reason = self.logic.name if not attempt else "retry_least_loaded"
                 req.trace.scheduled("aggregated", reason, {"engine": pool}, {"engine": engine})
             if attempt:
                 self.metrics.retries.labels("aggregated").inc()

@@ -262,6 +262,12 @@ class RouterMetrics:
         self._pool = pool
         self._pool_collector = _PoolCollector(pool, window)
         r.register(self._pool_collector)
+        self._collectors: list[Collector] = [self._pool_collector]
+
+    def add_collector(self, collector: Collector) -> None:
+        """Another scrape-time collector (per-process state, e.g. the KV index's gauges)."""
+        self.registry.register(collector)
+        self._collectors.append(collector)
 
     def model_label(self, model: str) -> str:
         """`model` as a label value: only models some engine serves get their own series, so a
@@ -285,5 +291,6 @@ class RouterMetrics:
             return self.registry
         combined = CollectorRegistry()
         MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
-        combined.register(self._pool_collector)
+        for collector in self._collectors:
+            combined.register(collector)
         return combined

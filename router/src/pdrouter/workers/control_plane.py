@@ -20,10 +20,14 @@ import prometheus_client.values
 from pdrouter.api.state import breaker_policy, build_discovery, build_scraper
 from pdrouter.config import RouterSettings
 from pdrouter.discovery.endpoint import Endpoint
+from pdrouter.kvcache.hashing import BlockHasher
+from pdrouter.kvcache.index import KvBlockIndex
+from pdrouter.kvcache.subscriber import KvEventSubscriber, followed_roles
 from pdrouter.stats.breaker import BreakerState, CircuitBreaker
 from pdrouter.stats.engine_state import EnginePool, EngineState
 from pdrouter.stats.router_metrics import RouterMetrics
 from pdrouter.workers.follower_breaker import OutcomeTally
+from pdrouter.workers.kv_feed import KvFanout, stats_message
 from pdrouter.workers.protocol import encode, endpoint_to_wire
 
 log = logging.getLogger(__name__)
@@ -64,6 +68,14 @@ class ControlPlane:
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self.kv: KvEventSubscriber | None = None
+        self._kv_fanout: KvFanout | None = None
+        if settings.kv_events:
+            self._kv_fanout = KvFanout(KvBlockIndex(settings.kv_index_max_blocks), self._broadcast)
+            hasher = BlockHasher(
+                settings.kv_hash_algo, settings.kv_block_size, settings.kv_hash_seed
+            )
+            self.kv = KvEventSubscriber(self._kv_fanout, hasher, followed_roles(settings))
 
     # --- thread lifecycle -------------------------------------------------------------------
     def start_in_thread(self, timeout: float = 30.0) -> None:
@@ -105,7 +117,11 @@ class ControlPlane:
             self._broadcast(self._endpoints_msg)
             if added:
                 scraper.poke()
+            if self.kv is not None:
+                self.kv.update(endpoints)
 
+        if self.kv is not None:
+            await self.kv.start()
         await discovery.start(on_change)
         await scraper.start()
         ticker = asyncio.create_task(self._tick())
@@ -117,12 +133,16 @@ class ControlPlane:
             server.close()
             await scraper.stop()
             await discovery.stop()
+            if self.kv is not None:
+                await self.kv.stop()
 
     # --- workers ----------------------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         key = id(writer)
         worker = self._workers[key] = _Worker(writer)
         writer.write(self._endpoints_msg + self._stats_msg(worker))
+        if self._kv_fanout is not None:
+            writer.write(self._kv_fanout.snapshot())
         try:
             while line := await reader.readline():
                 self._on_report(worker, orjson.loads(line))
@@ -201,9 +221,15 @@ class ControlPlane:
                     worker.writer.write(message)
 
     async def _tick(self) -> None:
+        last_kv = b""
         while True:
             await asyncio.sleep(BROADCAST_INTERVAL)
             self._push()
+            if self.kv is not None:
+                kv_stats = stats_message(self.kv.stats)
+                if kv_stats != last_kv:
+                    self._broadcast(kv_stats)
+                    last_kv = kv_stats
 
 
 def replay(state: EngineState, tally: OutcomeTally) -> None:

@@ -12,10 +12,13 @@ import orjson
 
 from pdrouter.discovery.base import EndpointsListener
 from pdrouter.discovery.endpoint import Endpoint
+from pdrouter.kvcache.index import KvBlockIndex
+from pdrouter.kvcache.subscriber import StreamStats
 from pdrouter.stats.breaker import BreakerState
 from pdrouter.stats.engine_metrics import EngineMetrics
 from pdrouter.stats.engine_state import EnginePool, EngineView
 from pdrouter.workers.follower_breaker import FollowerBreaker
+from pdrouter.workers.kv_feed import apply_message
 from pdrouter.workers.protocol import encode, endpoint_from_wire
 
 log = logging.getLogger(__name__)
@@ -27,9 +30,17 @@ class ControlPlaneFollower:
     every engine into the worker's pool and reports this worker's outcomes, in-flight counts
     and request rates back. Set `pool` before `start()`."""
 
-    def __init__(self, socket_path: str) -> None:
+    def __init__(
+        self,
+        socket_path: str,
+        kv_index: KvBlockIndex | None = None,
+        kv_stats: StreamStats | None = None,
+    ) -> None:
         self.socket_path = socket_path
         self.pool: EnginePool | None = None
+        # The control plane owns the KV index; a worker keeps a replica fed by its messages.
+        self.kv_index = kv_index
+        self.kv_stats = kv_stats or StreamStats()
         self._endpoints: tuple[Endpoint, ...] = ()
         self._tasks: list[asyncio.Task[None]] = []
         self._writer: asyncio.StreamWriter | None = None
@@ -75,6 +86,8 @@ class ControlPlaneFollower:
         log.error("control plane connection closed; keeping the last known engine state")
 
     def _apply(self, message: dict[str, Any], on_change: EndpointsListener) -> None:
+        if self.kv_index is not None and apply_message(self.kv_index, self.kv_stats, message):
+            return
         if message.get("t") == "endpoints":
             self._endpoints = tuple(endpoint_from_wire(e) for e in message["endpoints"])
             on_change(self._endpoints)

@@ -25,6 +25,8 @@ def endpoint_to_wire(ep: Endpoint) -> dict[str, Any]:
         "init": list(ep.lmcache_init_ports),
         "alloc": list(ep.lmcache_alloc_ports),
         "labels": [list(kv) for kv in ep.labels],
+        "kv": ep.kv_events_port,
+        "kvr": ep.kv_events_replay_port,
     }
 
 
@@ -38,4 +40,6 @@ def endpoint_from_wire(data: dict[str, Any]) -> Endpoint:
         lmcache_init_ports=tuple(data.get("init", ())),
         lmcache_alloc_ports=tuple(data.get("alloc", ())),
         labels=tuple((k, v) for k, v in data.get("labels", ())),
+        kv_events_port=data.get("kv"),
+        kv_events_replay_port=data.get("kvr"),
     )

@@ -1,0 +1,1 @@
+"""Scorers, one policy per module. Each rates candidates for one request; higher is better."""
