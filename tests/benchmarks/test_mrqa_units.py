@@ -7,7 +7,7 @@ import random
 
 import pytest
 from mrqa.stats import SloSpec, percentile, summarize_level
-from mrqa.stream_client import RequestResult, StreamFailure, _apply_event, _error_reason
+from mrqa.stream_client import RequestResult, StreamFailure, _apply_event, _http_failure
 from mrqa.workload import UserFactory, WorkloadShape, arrival_gaps
 
 SHAPE = WorkloadShape(
@@ -86,9 +86,14 @@ def test_stream_error_events_and_error_bodies_name_a_reason() -> None:
     finish_only = {"choices": [{"index": 0, "finish_reason": "stop"}]}
     assert not _apply_event(RequestResult(0.0), _event(finish_only), 1.0, [0.0])
     body = json.dumps({"error": {"message": "m", "code": "prefill_failed"}}).encode()
-    assert _error_reason(502, body, {}) == "http_502:prefill_failed"
-    assert _error_reason(503, b"{}", {"x-pdstack-pd-reason": "timeout"}) == "http_503:timeout"
-    assert _error_reason(500, json.dumps({"error": {"code": 500}}).encode(), {}) == "http_500"
+    failure = _http_failure(502, body, {})
+    assert (failure.reason, failure.message) == ("http_502:prefill_failed", "m")
+    pd_reason = {"x-pdstack-pd-reason": "timeout"}
+    assert _http_failure(503, b"{}", pd_reason).reason == "http_503:timeout"
+    numeric_code = json.dumps({"error": {"code": 500}}).encode()
+    assert _http_failure(500, numeric_code, {}).reason == "http_500"
+    # no JSON body: the message is the start of what the server sent
+    assert _http_failure(504, b"upstream timed out", {}).message == "upstream timed out"
 
 
 def _ok(ttft: float, gaps: list[float], tokens: int) -> RequestResult:
