@@ -164,6 +164,14 @@ def test_reset_prefix_cache_empties_the_entry(
     assert watch.wait(lambda: watch.blocks(prefill.url) > 0)
     resp = httpx.post(prefill.url + "/reset_prefix_cache", timeout=30)
     assert resp.status_code == 200, resp.text
+    # vLLM queues AllBlocksCleared and publishes it with the engine's next step; an idle engine
+    # takes none, so give it one: a prompt shorter than a block, which stores nothing.
+    step = httpx.post(
+        prefill.url + "/v1/completions",
+        json={"model": MODEL, "prompt": "hi", "max_tokens": 1},
+        timeout=60,
+    )
+    assert step.status_code == 200, step.text
     assert watch.wait(lambda: watch.blocks(prefill.url) == 0)
     assert watch.wait(lambda: router_blocks(router, prefill) == 0)
 
