@@ -19,6 +19,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from pdrouter.proxy.errors import RouterError
+from pdrouter.proxy.responses import DISCONNECT_HOOK
 
 EDGE_STATE_KEY = "pdstack_edge"
 
@@ -78,7 +79,10 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        cycle = self.cycle
         super().connection_lost(exc)
+        if cycle is not None and cycle.disconnected:
+            _tell_disconnected(cycle)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -87,6 +91,8 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
+        # This protocol tells the request when its client leaves (responses.DisconnectWatcher).
+        setattr(self.cycle, DISCONNECT_HOOK, None)
         if self._limits is not None:
             self._arm(self._limits.body_timeout, "body")
 
@@ -109,4 +115,11 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
             # The app waits for the body: it sees the client as gone, and writes nothing more.
             cycle.disconnected = True
             cycle.message_event.set()
+            _tell_disconnected(cycle)
         transport.close()
+
+
+def _tell_disconnected(cycle: Any) -> None:
+    hook = getattr(cycle, DISCONNECT_HOOK, None)
+    if hook is not None:
+        hook()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
@@ -128,27 +127,60 @@ def direct_writer(send: Send) -> ClientWriter | None:
     return _UvicornChunkedWriter(cycle)
 
 
+# The attribute through which the server's protocol tells a request that its client left (see
+# api/http_protocol.py): present (None) on the cycles of a protocol that calls it, set to a
+# callback while a request watches.
+DISCONNECT_HOOK = "pdstack_on_disconnect"
+
+
 class DisconnectWatcher:
     """Cancels the request's task when the client goes away, so every await on its behalf
-    (prefill, waiting for KV, the decode stream) stops and cleans up at once."""
+    (prefill, waiting for KV, the decode stream) stops and cleans up at once.
 
-    __slots__ = ("_task", "_watch", "disconnected", "disconnected_at")
+    Served by our uvicorn protocol, it is a callback the protocol calls from `connection_lost`:
+    no task per request, and nothing left for the cycle collector (a watcher task cancelled at
+    the end of every request left a CancelledError, its traceback and the request's coroutine
+    in a reference cycle). Any other server: a task that waits on `receive()`."""
+
+    __slots__ = ("_cycle", "_task", "_watch", "disconnected")
 
     def __init__(self, receive: Receive) -> None:
         self._task = asyncio.current_task()
         self.disconnected = False
-        self.disconnected_at = 0.0
-        self._watch = asyncio.get_running_loop().create_task(self._run(receive))
+        self._watch: asyncio.Task[None] | None = None
+        cycle = getattr(receive, "__self__", None)
+        if cycle is not None and getattr(cycle, DISCONNECT_HOOK, False) is None:
+            self._cycle = cycle
+            setattr(cycle, DISCONNECT_HOOK, self._on_disconnect)
+            if cycle.disconnected:  # gone before we watched
+                self._on_disconnect()
+        else:
+            self._cycle = None
+            self._watch = asyncio.get_running_loop().create_task(self._run(receive))
+
+    def _on_disconnect(self) -> None:
+        if self.disconnected:
+            return
+        self.disconnected = True
+        self.close()
+        if self._task is not None:
+            self._task.cancel()
 
     async def _run(self, receive: Receive) -> None:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                self.disconnected = True
-                self.disconnected_at = time.monotonic()
-                if self._task is not None:
-                    self._task.cancel()
+                self._watch = None
+                self._on_disconnect()
                 return
 
     def close(self) -> None:
-        self._watch.cancel()
+        """Stop watching (the response is complete or being answered); idempotent."""
+        cycle = self._cycle
+        if cycle is not None:
+            self._cycle = None
+            setattr(cycle, DISCONNECT_HOOK, None)  # breaks cycle -> watcher -> task -> cycle
+        watch = self._watch
+        if watch is not None:
+            self._watch = None
+            watch.cancel()
