@@ -132,7 +132,8 @@ class _Conn(asyncio.Protocol):
             if self.buffered > HIGH_WATER and not self.paused and self.transport is not None:
                 self.paused = True
                 self.transport.pause_reading()
-        self._wake()
+        if self.waiter is not None:  # a task reads the body (not a pipe)
+            self._wake()
 
     def on_message_complete(self) -> None:
         self.complete = True

@@ -56,21 +56,28 @@ class StreamClock:
         self._gaps: list[float] = []
 
     def on_chunk(self, chunk: bytes, now: float) -> None:
-        if self.call.observe_chunk(chunk, now) and not self.first_token_seen:
+        call = self.call
+        carried = call.first_token_at is None and call.observe_chunk(chunk, now)
+        last = self._last
+        if last:  # the common case: a token was seen, every later chunk ends a gap
+            gaps = self._gaps
+            gaps.append(now - last)
+            if len(gaps) >= _GAPS_HELD:
+                self.flush()
+        elif carried and not self.first_token_seen:
             self._ttft.observe(now - self._arrived)
             self.first_token_seen = True
-            self._last = now
-        elif self.first_token_seen:
-            if self._last:
-                self._gaps.append(now - self._last)
-                if len(self._gaps) >= _GAPS_HELD:
-                    self.flush()
-            self._last = now
+        elif not self.first_token_seen:
+            return
+        self._last = now
 
     def flush(self) -> None:
-        """Record the gaps seen so far (at the end of the stream, whatever the end)."""
-        if self._gaps:
-            observe_many(self._itl, self._gaps)
+        """Record the gaps seen so far (at the end of the stream, whatever the end): into the
+        ITL histogram and the engine's request statistics."""
+        gaps = self._gaps
+        if gaps:
+            observe_many(self._itl, gaps)
+            self.call.engine.requests.on_token_gaps(time.monotonic(), sum(gaps), len(gaps))
             self._gaps = []
 
 
@@ -119,8 +126,9 @@ class PushRelay:
         "_last_data",
         "_name",
         "_paused",
+        "_prev",
         "_resp",
-        "_tail",
+        "_last",
         "_timer",
         "_wake",
         "_writer",
@@ -140,7 +148,7 @@ class PushRelay:
         self.map_error = map_error
         self._name = clock.call.engine.endpoint.display_name
         self._deadline = idle_timeout
-        self._tail = b""
+        self._prev = self._last = b""  # the last two reads: where [DONE] must be at the end
         self._error: RouterError | None = None
         self._finished = False
         self._wake: asyncio.Future[None] | None = None
@@ -183,7 +191,8 @@ class PushRelay:
         now = time.monotonic()
         self._last_data = now
         self.clock.on_chunk(data, now)
-        self._tail = data[-32:] if len(data) >= 32 else (self._tail + data)[-32:]
+        self._prev = self._last
+        self._last = data
         writer = self._writer
         assert writer is not None
         writer.write(data)
@@ -196,7 +205,7 @@ class PushRelay:
         if self._finished:
             return
         call = self.clock.call
-        if _DONE in self._tail:
+        if _DONE in self._prev[-32:] + self._last[-32:]:
             call.close("ok")
         else:
             call.close("error", engine_fault=True)

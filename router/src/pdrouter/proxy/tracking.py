@@ -19,7 +19,6 @@ class EngineCall:
 
     __slots__ = (
         "_closed",
-        "_last",
         "_tail",
         "_token",
         "engine",
@@ -35,7 +34,6 @@ class EngineCall:
         self.phase = phase
         self.started = time.monotonic()
         self.first_token_at: float | None = None
-        self._last = 0.0
         self._tail = b""
         self._closed = False
         engine.in_flight += 1
@@ -43,17 +41,16 @@ class EngineCall:
         engine.requests.on_start(self.started)
 
     def observe_chunk(self, chunk: bytes, now: float) -> bool:
-        """Feed a streamed chunk; returns True when it carried the first token."""
-        if self.first_token_at is None:
-            if not carries_token(self._tail, chunk):
-                self._tail = chunk[-TAIL_BYTES:]
-                return False
-            self.first_token_at = self._last = now
-            self.engine.requests.on_first_token(now, now - self.started)
-            return True
-        self.engine.requests.on_token_gap(now, now - self._last)
-        self._last = now
-        return False
+        """Feed a streamed chunk until one carries the first token: True for that one. (The
+        gaps after it are the stream's: relay.StreamClock reports them to the engine.)"""
+        if self.first_token_at is not None:
+            return False
+        if not carries_token(self._tail, chunk):
+            self._tail = chunk[-TAIL_BYTES:]
+            return False
+        self.first_token_at = now
+        self.engine.requests.on_first_token(now, now - self.started)
+        return True
 
     def close(self, outcome: str, engine_fault: bool = False) -> None:
         """outcome: ok, client_error, error, cancelled. engine_fault charges the breaker."""

@@ -36,6 +36,23 @@ class _Window:
         return sum(v for _, v in self._samples) / len(self._samples)
 
 
+class _SumWindow(_Window):
+    """Samples that each stand for `count` values summing to `total` (a stream's token gaps,
+    reported when the stream ends): the mean is over the values."""
+
+    __slots__ = ()
+
+    def add(self, now: float, total: float, count: float = 1.0) -> None:  # type: ignore[override]
+        self._samples.append((now, total, count))  # type: ignore[arg-type]
+
+    def mean(self, now: float) -> float | None:
+        self.prune(now)
+        count = sum(s[2] for s in self._samples)  # type: ignore[misc]
+        if not count:
+            return None
+        return sum(s[1] for s in self._samples) / count
+
+
 @dataclass(frozen=True, slots=True)
 class RequestStatsSnapshot:
     """What the window says about one engine right now (None: no samples in the window)."""
@@ -57,7 +74,7 @@ class RequestStats:
         self.window = window
         self._arrivals = _Window(window)
         self._ttft = _Window(window)
-        self._itl = _Window(window)
+        self._itl = _SumWindow(window)
         self._latency = _Window(window)
         self._failures: deque[float] = deque(maxlen=_MAX_SAMPLES)  # times of charged failures
         self.finished_total = 0
@@ -68,8 +85,9 @@ class RequestStats:
     def on_first_token(self, now: float, ttft: float) -> None:
         self._ttft.add(now, ttft)
 
-    def on_token_gap(self, now: float, gap: float) -> None:
-        self._itl.add(now, gap)
+    def on_token_gaps(self, now: float, total: float, count: int) -> None:
+        """`count` inter-token gaps of one stream, summing to `total` seconds."""
+        self._itl.add(now, total, count)
 
     def on_finish(self, now: float, latency: float) -> None:
         self._latency.add(now, latency)
