@@ -6,10 +6,11 @@
 #
 #   benchmarks/router/device_run.sh WHEELS_DIR OUT_DIR [bench_router flags...]
 #
-# OUT_DIR receives at most 6 files: bench-router-*.md and .json, two profile SVGs, the log,
-# and pip's output. About 6 minutes on 16 cores. `--tracing` runs pdstack twice more (tracing
-# on: every request, 10 % sampled), which would double that; to stay near 6 minutes, measure the
-# cost of tracing alone, without the Rust router and on fewer scenarios:
+# OUT_DIR receives at most 7 files: bench-router-*.md and .json, two profile SVGs, the log,
+# pip's output and the versions the router ran on. About 6 minutes on 16 cores. `--tracing`
+# runs pdstack twice more (tracing on: every request, 10 % sampled), which would double that;
+# to stay near 6 minutes, measure the cost of tracing alone, without the Rust router and on
+# fewer scenarios:
 #   benchmarks/router/device_run.sh WHEELS_DIR OUT_DIR --tracing --no-peers \
 #       --scenarios plain-tiny,realistic,pd-tiny,pd-realistic
 set -euo pipefail
@@ -47,5 +48,15 @@ if [[ " $* " == *" --tracing "* ]]; then
     "${PDSTACK_OTELCOL:?--tracing needs otelcol-pdstack.xz in WHEELS_DIR (device_wheels.sh)}" --version || exit 1
 fi
 echo "python $("$PY" -V 2>&1), $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg)"
+# What the router runs on here, and from where (the carried wheels, or the machine's own).
+"$PY" - <<'PYEOF' | tee "$OUT/versions.txt"
+import importlib, importlib.metadata as md
+for mod, dist in [("uvicorn", "uvicorn"), ("uvloop", "uvloop"), ("httptools", "httptools"),
+                  ("fastapi", "fastapi"), ("starlette", "starlette"), ("pydantic", "pydantic"),
+                  ("prometheus_client", "prometheus_client"), ("orjson", "orjson"),
+                  ("aiohttp", "aiohttp"), ("zmq", "pyzmq"), ("msgspec", "msgspec")]:
+    m = importlib.import_module(mod)
+    print(f"{dist} {md.version(dist)} {m.__file__}")
+PYEOF
 "$PY" -m benchmarks.router.bench_router --out "$OUT" --profile realistic,pd-tiny \
     --py-spy "$SITE/bin/py-spy" "$@" 2>&1 | tee "$OUT/log.txt"

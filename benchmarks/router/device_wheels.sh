@@ -23,11 +23,14 @@ DEST=$(cd "$DEST" && pwd)
 # shellcheck source=benchmarks/router/wheel_helpers.sh
 source "$ROOT/benchmarks/router/wheel_helpers.sh"
 
-# Router dependencies missing from (or older on) the device image, plus their own needs.
+# Every package the router imports (and their own needs), at the pins it is tested with, so that
+# nothing in the figures depends on what the device image happens to carry (its uvloop and
+# prometheus_client, for instance).
 pins=()
 for name in fastapi starlette pydantic pydantic_core annotated-types annotated-doc \
         typing-inspection typing_extensions anyio sniffio opentelemetry-api uvicorn httptools orjson \
-        msgspec pyzmq opentelemetry-sdk opentelemetry-semantic-conventions \
+        msgspec pyzmq uvloop prometheus_client click h11 PyYAML aiohttp aiohappyeyeballs \
+        aiosignal attrs frozenlist multidict propcache yarl idna opentelemetry-sdk opentelemetry-semantic-conventions \
         opentelemetry-exporter-otlp-proto-grpc opentelemetry-exporter-otlp-proto-common \
         opentelemetry-exporter-otlp-common opentelemetry-proto protobuf googleapis-common-protos \
         grpcio; do
