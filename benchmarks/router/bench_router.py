@@ -16,6 +16,7 @@ again with OpenTelemetry tracing on, exporting to a real collector (tracing_targ
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -178,6 +179,19 @@ def run_target(
             router.stop()
 
 
+def baseline_maker(pool: EnginePool, src: str) -> Any:
+    """Spec maker for pdstack-base: the same command with `src` first on PYTHONPATH."""
+    folder = str(Path(src).resolve())
+
+    def make(mode: str, workers: int) -> RouterSpec:
+        spec = pdstack_spec(pool, mode, workers)
+        path = os.pathsep.join(p for p in (folder, os.environ.get("PYTHONPATH", "")) if p)
+        env = {**spec.env, "PYTHONPATH": path}
+        return dataclasses.replace(spec, name=f"pdstack-base-{mode}", env=env)
+
+    return make
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--router-cores", type=int, default=4, help="most router cores (1 or 4)")
@@ -187,6 +201,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--scenarios", default="", help="comma list of scenario names (default: all)")
     ap.add_argument("--no-peers", action="store_true", help="skip the Rust vllm-router")
     ap.add_argument("--tracing", action="store_true", help="also pdstack with tracing on")
+    ap.add_argument(
+        "--baseline",
+        default="",
+        help="a router source folder (holding pdrouter/, e.g. from `git archive REV router/src`) "
+        "to run as pdstack-base in the same run: before/after ratios of a change",
+    )
     ap.add_argument("--profile", default="", help="comma list of 1-core scenarios to profile")
     ap.add_argument("--py-spy", default=shutil.which("py-spy") or "", help="py-spy binary")
     ap.add_argument("--quick", action="store_true", help="short phases for a 2-core machine")
@@ -194,6 +214,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", default=str(ROOT / "results" / "bench-router"))
     args = ap.parse_args(argv)
     args.profile = [p for p in args.profile.split(",") if p]
+    if args.baseline and not (Path(args.baseline) / "pdrouter" / "cli.py").exists():
+        ap.error(f"--baseline {args.baseline}: no pdrouter/cli.py there")
     return args
 
 
@@ -247,6 +269,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         groups: dict[tuple[int, str], list[Scenario]] = {}
         for s in plan:
             groups.setdefault((s.cores, s.mode), []).append(s)
+        if args.baseline:
+            run_target(
+                "pdstack-base", baseline_maker(pool, args.baseline), groups, pool, lay, args, rows
+            )
         run_target("pdstack", lambda m, c: pdstack_spec(pool, m, c), groups, pool, lay, args, rows)
         if collector is not None:
             for name, make in traced_targets(pool, collector):

@@ -79,7 +79,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     """One line per scenario and router, then a ratio line pdstack / Rust where both ran."""
     out = [COLUMNS, "|---" * (COLUMNS.count("|") - 1) + "|"]
     for row in rows:
-        for name in ("vllm-router", "pdstack"):
+        for name in ("vllm-router", "pdstack-base", "pdstack"):
             r = row.get(name)
             if r is None:
                 continue
@@ -93,7 +93,14 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                 f"| {_f(_added(r, 'added_e2e_p50'), '{:+.1f}')} | {r['errors']} "
                 f"| {_f(r.get('handoff_p50_ms'), '{:.3f}')} | {_f(r.get('rss_mb'))} |"
             )
-        rust, ours = row.get("vllm-router"), row.get("pdstack")
+        rust, ours, base = row.get("vllm-router"), row.get("pdstack"), row.get("pdstack-base")
+        if base and ours:
+            out.append(
+                f"| {row['scenario']} | {row['cores']} | {row['concurrency']} | | "
+                f"**pdstack / pdstack-base** | {_ratio(ours['rps'], base['rps'])} "
+                f"| {_ratio(ours.get('cpu_us_per_req'), base.get('cpu_us_per_req'))} "
+                f"| | | | | | |"
+            )
         if rust and ours:
             out.append(
                 f"| {row['scenario']} | {row['cores']} | {row['concurrency']} | | "

@@ -7,6 +7,7 @@ every pdstack target succeeded and that the report carries each field a reader l
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,29 @@ def test_tracing_runs_pdstack_traced_in_the_same_run_and_reports_the_cost(tmp_pa
     assert f"{row['pdstack']['cpu_us_per_req']:.0f} -> " in cost
     stored = int(cost.rsplit("stored ", 1)[1].split()[0])
     assert stored > 0  # the traced routers really exported to the collector
+
+
+def test_baseline_runs_an_earlier_router_tree_as_a_third_target(tmp_path: Path) -> None:
+    # A copy of this checkout's router stands in for an earlier commit's `git archive`; the
+    # marker proves the baseline process imported the copy, not the installed package.
+    base = tmp_path / "base"
+    shutil.copytree(Path(bench_router.ROOT) / "router" / "src" / "pdrouter", base / "pdrouter")
+    marker = tmp_path / "imported"
+    init = base / "pdrouter" / "__init__.py"
+    init.write_text(init.read_text() + f"\nopen({str(marker)!r}, 'w').close()\n")
+    argv = ["--smoke", "--no-peers", "--scenarios", "pd-tiny", "--baseline", str(base)]
+    report = bench_router.main([*argv, "--out", str(tmp_path / "out")])
+    (row,) = report["rows"]
+    for target in ("pdstack-base", "pdstack"):
+        assert row[target]["errors"] == 0 and row[target]["engine_bad_decode"] == 0, target
+    assert marker.exists()
+    table = next((tmp_path / "out").glob("bench-router-*.md")).read_text()
+    assert "| pd-tiny | 1 | 64 | | **pdstack / pdstack-base** |" in table
+
+
+def test_baseline_without_a_router_tree_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        bench_router.main(["--smoke", "--baseline", str(tmp_path), "--out", str(tmp_path)])
+    assert "no pdrouter/cli.py there" in capsys.readouterr().err

@@ -36,21 +36,29 @@ class _Window:
         return sum(v for _, v in self._samples) / len(self._samples)
 
 
-class _SumWindow(_Window):
-    """Samples that each stand for `count` values summing to `total` (a stream's token gaps,
-    reported when the stream ends): the mean is over the values."""
+class _GapWindow:
+    """Token gaps, reported a stream at a time as (when, their sum, how many): the mean is
+    over the gaps, whatever the streams' lengths."""
 
-    __slots__ = ()
+    __slots__ = ("_samples", "_window")
 
-    def add(self, now: float, total: float, count: float = 1.0) -> None:  # type: ignore[override]
-        self._samples.append((now, total, count))  # type: ignore[arg-type]
+    def __init__(self, window: float) -> None:
+        self._window = window
+        self._samples: deque[tuple[float, float, int]] = deque(maxlen=_MAX_SAMPLES)
+
+    def add(self, now: float, total: float, count: int) -> None:
+        self._samples.append((now, total, count))
+
+    def prune(self, now: float) -> None:
+        horizon = now - self._window
+        samples = self._samples
+        while samples and samples[0][0] < horizon:
+            samples.popleft()
 
     def mean(self, now: float) -> float | None:
         self.prune(now)
-        count = sum(s[2] for s in self._samples)  # type: ignore[misc]
-        if not count:
-            return None
-        return sum(s[1] for s in self._samples) / count
+        count = sum(s[2] for s in self._samples)
+        return sum(s[1] for s in self._samples) / count if count else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +82,7 @@ class RequestStats:
         self.window = window
         self._arrivals = _Window(window)
         self._ttft = _Window(window)
-        self._itl = _SumWindow(window)
+        self._itl = _GapWindow(window)
         self._latency = _Window(window)
         self._failures: deque[float] = deque(maxlen=_MAX_SAMPLES)  # times of charged failures
         self.finished_total = 0
