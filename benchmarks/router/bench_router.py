@@ -93,6 +93,7 @@ def figures(res: PhaseResult, lay: CpuLayout, who: str | None) -> dict[str, Any]
     }
     if who is not None:
         out["cpu_us_per_req"] = 1e6 * res.cpu_s[who] / done
+        out["sys_us_per_req"] = 1e6 * res.sys_s[who] / done  # of which in the kernel
     return out
 
 
@@ -107,6 +108,7 @@ def _print(target: str, s: Scenario, fig: dict[str, Any]) -> None:
     print(
         f"  {target:<12} {s.name:<14} {s.cores}c c={s.concurrency:<4} {fig['rps']:7.0f} req/s"
         + (f"  {cpu:6.0f} µs/req" if cpu is not None else "  (engines)      ")
+        + (f" (sys {fig['sys_us_per_req']:4.0f})" if cpu is not None else "           ")
         + f"  ttft p50 {fig['ttft_p50']:6.1f} p99 {fig['ttft_p99']:6.1f} ms"
         + f"  errors {fig['errors']}  busy {busy}",
         flush=True,

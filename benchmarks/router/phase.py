@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from benchmarks.router.procstat import tree_cpu_seconds
+from benchmarks.router.procstat import tree_cpu_split
 from benchmarks.router.targets import ROOT
 
 # Python start-up plus uvloop import of the load generator processes, so they begin together.
@@ -46,6 +46,7 @@ class PhaseResult:
     completed_total: int
     loadgen_cpu_s: float
     cpu_s: dict[str, float]  # CPU seconds over the whole phase, by process group
+    sys_s: dict[str, float]  # of which in the kernel (stime)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,10 +108,12 @@ def run_phase(
         children.append(
             subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         )
-    cpu0 = {k: sum(tree_cpu_seconds(p) for p in pids) for k, pids in watch.items()}
+    cpu0 = {k: _split(pids) for k, pids in watch.items()}
     outputs = [c.communicate(timeout=spec.warmup + spec.duration + 120) for c in children]
     wall = time.monotonic() - start_at
-    cpu = {k: sum(tree_cpu_seconds(p) for p in pids) - cpu0[k] for k, pids in watch.items()}
+    cpu1 = {k: _split(pids) for k, pids in watch.items()}
+    cpu = {k: sum(cpu1[k]) - sum(cpu0[k]) for k in watch}
+    sys_s = {k: cpu1[k][1] - cpu0[k][1] for k in watch}
     samples: list[list[float]] = []
     loadgen_cpu = 0.0
     for child, (stdout, stderr) in zip(children, outputs, strict=True):
@@ -119,4 +122,13 @@ def run_phase(
         data = json.loads(stdout)
         samples.extend(data["samples"])
         loadgen_cpu += float(data["cpu_seconds"])
-    return PhaseResult(**summarise(samples, spec, wall, loadgen_cpu), cpu_s=cpu)
+    return PhaseResult(**summarise(samples, spec, wall, loadgen_cpu), cpu_s=cpu, sys_s=sys_s)
+
+
+def _split(pids: list[int]) -> tuple[float, float]:
+    user = system = 0.0
+    for pid in pids:
+        u, s = tree_cpu_split(pid)
+        user += u
+        system += s
+    return user, system

@@ -34,14 +34,21 @@ def descendants(pid: int) -> list[int]:
 
 def tree_cpu_seconds(pid: int) -> float:
     """utime + stime of `pid` and its live descendants (their own threads included)."""
-    total = 0
+    user, system = tree_cpu_split(pid)
+    return user + system
+
+
+def tree_cpu_split(pid: int) -> tuple[float, float]:
+    """(utime, stime) of `pid` and its live descendants: user space and the kernel."""
+    user = system = 0
     for p in descendants(pid):
         try:
             fields = _stat_fields(p)
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])
-    return total / _TICK
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / _TICK, system / _TICK
 
 
 def tree_rss_bytes(pid: int) -> int:
