@@ -54,7 +54,7 @@ class _Conn(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
+        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self.closed = False
         self.paused = False
         self.idle_since = 0.0
@@ -85,11 +85,15 @@ class _Conn(asyncio.Protocol):
         self.closed = True
         if not self.complete:
             self._fail(EngineBrokenStream(f"connection closed: {exc or 'EOF'}"))
+        self._parser = None  # it refers back to this protocol: no cycle left to collect
 
     def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None:
+            return
         self.got_bytes = True
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(EngineBrokenStream("unexpected protocol upgrade"))
         except httptools.HttpParserError as exc:
@@ -119,9 +123,11 @@ class _Conn(asyncio.Protocol):
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        parser = self._parser
+        assert parser is not None  # called from feed_data
+        self.status = parser.get_status_code()
         # Ask now: after the message completes the parser has already reset its flags.
-        self.keep_alive = self.parser.should_keep_alive()
+        self.keep_alive = parser.should_keep_alive()
         if not self.headers_done.done():
             self.headers_done.set_result(None)
 
