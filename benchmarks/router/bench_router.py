@@ -197,6 +197,7 @@ def baseline_maker(pool: EnginePool, src: str) -> Any:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--router-cores", type=int, default=4, help="most router cores (1 or 4)")
+    ap.add_argument("--router-cpus", default="", help="cpu list for routers (default: the first)")
     ap.add_argument("--engine-cores", default="", help="cpu list (default: see scenarios.py)")
     ap.add_argument("--loadgen-cores", default="", help="cpu list (default: see scenarios.py)")
     ap.add_argument("--engines", type=int, default=0, help="fast engines (default: one a core)")
@@ -224,7 +225,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     length = _length(args)
-    lay = layout(args.router_cores, parse_cpus(args.engine_cores), parse_cpus(args.loadgen_cores))
+    lay = layout(
+        args.router_cores,
+        parse_cpus(args.engine_cores),
+        parse_cpus(args.loadgen_cores),
+        parse_cpus(args.router_cpus),
+    )
     wanted = set(filter(None, args.scenarios.split(",")))
     plan = [s for s in scenarios(length, len(lay.router)) if not wanted or s.name in wanted]
     n_engines = args.engines or max(2, len(lay.engines) + len(lay.engines) % 2)

@@ -90,14 +90,20 @@ class CpuLayout:
         return self.router[:count]
 
 
-def layout(router_cores: int, engine_cores: list[int], loadgen_cores: list[int]) -> CpuLayout:
+def layout(
+    router_cores: int,
+    engine_cores: list[int],
+    loadgen_cores: list[int],
+    router_cpus: list[int] | None = None,
+) -> CpuLayout:
     """Default on 16 cores: router 0-3, engines 4-9, load generators 10-15 (a fast engine
     serves a tiny stream with less CPU than the load generator reads it). With fewer than eight
-    cores: router on the first, engines and load generators share the rest."""
+    cores: router on the first, engines and load generators share the rest. `router_cpus`
+    puts the routers elsewhere (e.g. off cpu 0, where a machine may take its interrupts)."""
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 8:
         router_cores = 1
-    router = cpus[:router_cores]
+    router = router_cpus[:router_cores] if router_cpus else cpus[:router_cores]
     rest = [c for c in cpus if c not in router] or cpus
     if len(cpus) < 8:
         return CpuLayout(router, engine_cores or rest, loadgen_cores or rest)
