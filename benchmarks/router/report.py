@@ -76,7 +76,8 @@ COLUMNS = (
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    """One line per scenario and router, then a ratio line pdstack / Rust where both ran."""
+    """One line per scenario and router, then ratio lines pdstack / pdstack-base and pdstack /
+    Rust where both ran."""
     out = [COLUMNS, "|---" * (COLUMNS.count("|") - 1) + "|"]
     for row in rows:
         for name in ("vllm-router", "pdstack-base", "pdstack"):
@@ -93,21 +94,16 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                 f"| {_f(_added(r, 'added_e2e_p50'), '{:+.1f}')} | {r['errors']} "
                 f"| {_f(r.get('handoff_p50_ms'), '{:.3f}')} | {_f(r.get('rss_mb'))} |"
             )
-        rust, ours, base = row.get("vllm-router"), row.get("pdstack"), row.get("pdstack-base")
-        if base and ours:
-            out.append(
-                f"| {row['scenario']} | {row['cores']} | {row['concurrency']} | | "
-                f"**pdstack / pdstack-base** | {_ratio(ours['rps'], base['rps'])} "
-                f"| {_ratio(ours.get('cpu_us_per_req'), base.get('cpu_us_per_req'))} "
-                f"| | | | | | |"
-            )
-        if rust and ours:
-            out.append(
-                f"| {row['scenario']} | {row['cores']} | {row['concurrency']} | | "
-                f"**pdstack / Rust** | {_ratio(ours['rps'], rust['rps'])} "
-                f"| {_ratio(ours.get('cpu_us_per_req'), rust.get('cpu_us_per_req'))} "
-                f"| | | | | | |"
-            )
+        ours = row.get("pdstack")
+        for other, label in (("pdstack-base", "pdstack-base"), ("vllm-router", "Rust")):
+            theirs = row.get(other)
+            if ours and theirs:
+                out.append(
+                    f"| {row['scenario']} | {row['cores']} | {row['concurrency']} | | "
+                    f"**pdstack / {label}** | {_ratio(ours['rps'], theirs['rps'])} "
+                    f"| {_ratio(ours.get('cpu_us_per_req'), theirs.get('cpu_us_per_req'))} "
+                    f"| | | | | | |"
+                )
     return "\n".join(out)
 
 

@@ -10,14 +10,18 @@ _MAX_SAMPLES = 4096
 
 
 class _Window:
+    """Timestamped samples of the last `window` seconds. A sample stands for `count` values
+    summing to `total`: one value, or a stream's token gaps reported when it ends; the mean is
+    over the values, whatever the streams' lengths."""
+
     __slots__ = ("_samples", "_window")
 
     def __init__(self, window: float) -> None:
         self._window = window
-        self._samples: deque[tuple[float, float]] = deque(maxlen=_MAX_SAMPLES)
+        self._samples: deque[tuple[float, float, int]] = deque(maxlen=_MAX_SAMPLES)
 
-    def add(self, now: float, value: float) -> None:
-        self._samples.append((now, value))
+    def add(self, now: float, total: float, count: int = 1) -> None:
+        self._samples.append((now, total, count))
 
     def prune(self, now: float) -> None:
         horizon = now - self._window
@@ -26,34 +30,9 @@ class _Window:
             samples.popleft()
 
     def count(self, now: float) -> int:
+        """Samples in the window."""
         self.prune(now)
         return len(self._samples)
-
-    def mean(self, now: float) -> float | None:
-        self.prune(now)
-        if not self._samples:
-            return None
-        return sum(v for _, v in self._samples) / len(self._samples)
-
-
-class _GapWindow:
-    """Token gaps, reported a stream at a time as (when, their sum, how many): the mean is
-    over the gaps, whatever the streams' lengths."""
-
-    __slots__ = ("_samples", "_window")
-
-    def __init__(self, window: float) -> None:
-        self._window = window
-        self._samples: deque[tuple[float, float, int]] = deque(maxlen=_MAX_SAMPLES)
-
-    def add(self, now: float, total: float, count: int) -> None:
-        self._samples.append((now, total, count))
-
-    def prune(self, now: float) -> None:
-        horizon = now - self._window
-        samples = self._samples
-        while samples and samples[0][0] < horizon:
-            samples.popleft()
 
     def mean(self, now: float) -> float | None:
         self.prune(now)
@@ -82,7 +61,7 @@ class RequestStats:
         self.window = window
         self._arrivals = _Window(window)
         self._ttft = _Window(window)
-        self._itl = _GapWindow(window)
+        self._itl = _Window(window)
         self._latency = _Window(window)
         self._failures: deque[float] = deque(maxlen=_MAX_SAMPLES)  # times of charged failures
         self.finished_total = 0
